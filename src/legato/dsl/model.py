@@ -208,6 +208,7 @@ class ParallelState(_StateBase):
     branches: tuple[Branch, ...]
     join: Join = "all"
     result_path: str | None = None
+    catch: tuple[Catch, ...] = ()
 
 
 class ForeachState(_StateBase):
@@ -217,6 +218,7 @@ class ForeachState(_StateBase):
     concurrency: int = Field(10, ge=1, le=10000)
     iterator: Branch
     result_path: str | None = None
+    catch: tuple[Catch, ...] = ()
 
 
 class EventWait(_Model):
@@ -303,9 +305,6 @@ class Definition(_Model):
     trigger: Trigger | None = None
     enabled: bool = True
     source_format: str = Field("canonical", description="The format this was read from.")
-
-    def schema_json(self) -> dict[str, Any]:  # pragma: no cover - convenience
-        return Definition.model_json_schema(by_alias=True)
 
 
 def definition_json_schema() -> dict[str, Any]:

@@ -1,0 +1,174 @@
+"""Run state as plain data.
+
+A run is a tree of *frames* (threads of control): the top frame, one per parallel
+branch, one per foreach iteration. Each frame walks its own graph of states, one state
+at a time, and owns a JSON *context*. Every visit of a state is a :class:`StepRecord`
+keyed by its *path*: ``charge`` at the top, ``checks[criminal].run`` inside the branch
+``criminal`` of the parallel state ``checks``, ``each[3].notify`` inside iteration 3 of
+the foreach ``each``.
+
+``pending`` is an ordered set (a dict with ``None`` values, never a ``set``: iteration
+order must be the same in every process) of things that need a command:
+``s:<path>`` a step to schedule, ``t:<timer>`` a timer to start, ``c:<path>`` a child
+run to start, ``k:<path>`` a compensation to schedule.
+
+The whole state round-trips through :meth:`RunState.to_dict` / :meth:`RunState.from_dict`
+as JSON; that is the snapshot the store keeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    COMPENSATION_FAILED = "compensation_failed"
+
+
+TERMINAL_RUN = frozenset(
+    {
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.COMPENSATION_FAILED,
+    }
+)
+
+
+class StepStatus(enum.StrEnum):
+    READY = "ready"  # entered; a command to run it is wanted
+    SCHEDULED = "scheduled"  # an attempt is with the runtime
+    RETRYING = "retrying"  # an attempt failed; the next one is wanted after a delay
+    WAITING = "waiting"  # a timer, a signal, a child run or branches
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    COMPENSATED = "compensated"
+
+
+ACTIVE_STEP = frozenset(
+    {StepStatus.READY, StepStatus.SCHEDULED, StepStatus.RETRYING, StepStatus.WAITING}
+)
+FINISHED_STEP = frozenset(
+    {
+        StepStatus.COMPLETED,
+        StepStatus.FAILED,
+        StepStatus.SKIPPED,
+        StepStatus.CANCELLED,
+        StepStatus.COMPENSATED,
+    }
+)
+
+
+@dataclass(slots=True)
+class StepRecord:
+    path: str
+    state: str
+    type: str
+    frame: str
+    status: str
+    iteration: int = 0
+    attempt: int = 0
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    entered_at: str | None = None
+    scheduled_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    due_at: str | None = None
+    timer_id: str | None = None
+    child_run_id: str | None = None
+    correlation: str | None = None
+    caught: bool = False
+    # parallel / foreach bookkeeping
+    children: list[str] = field(default_factory=list)
+    items: list[Any] | None = None
+    results: list[Any] | None = None
+    next_index: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    # compensation of this step (when the run fails or is cancelled later)
+    compensation_status: str | None = None
+    compensation_attempt: int = 0
+    compensation_error: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Frame:
+    id: str  # "" for the top frame; the path prefix of its steps otherwise
+    graph: str  # which graph of the program it walks
+    parent_step: str | None  # the parallel/foreach step that owns it
+    name: str | None  # branch name, or the iteration index as text
+    status: str = "running"  # running | completed | failed | cancelled
+    current: str | None = None
+    context: dict[str, Any] | None = None
+    writes: list[list[Any]] = field(default_factory=list)
+    result: Any = None
+    item: Any = None
+    index: int | None = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class RunState:
+    run_id: str
+    workflow: str
+    version: str
+    status: str = RunStatus.RUNNING
+    input: Any = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    outcome: str | None = None  # what the run ends as once compensation is done
+    finished: bool = False  # RunFinished recorded
+    parent_run_id: str | None = None
+    parent_path: str | None = None
+    seq: int = 0  # events applied
+    frames: dict[str, Frame] = field(default_factory=dict)
+    steps: dict[str, StepRecord] = field(default_factory=dict)
+    pending: dict[str, None] = field(default_factory=dict)
+    timers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    completed_order: list[str] = field(default_factory=list)
+    compensation_queue: list[str] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_RUN
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view. Shallow: serialise it before changing the state again."""
+        data = {name: getattr(self, name) for name in _RUN_FIELDS}
+        data["frames"] = {
+            k: {name: getattr(v, name) for name in _FRAME_FIELDS} for k, v in self.frames.items()
+        }
+        data["steps"] = {
+            k: {name: getattr(v, name) for name in _STEP_FIELDS} for k, v in self.steps.items()
+        }
+        data["pending"] = list(self.pending)
+        data["status"] = str(self.status)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
+        values = dict(data)
+        values["frames"] = {k: Frame(**v) for k, v in data["frames"].items()}
+        values["steps"] = {k: StepRecord(**v) for k, v in data["steps"].items()}
+        values["pending"] = dict.fromkeys(data["pending"])
+        return cls(**values)
+
+
+_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunState))
+_FRAME_FIELDS = tuple(f.name for f in dataclasses.fields(Frame))
+_STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))
