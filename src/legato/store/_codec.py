@@ -1,0 +1,57 @@
+"""How values are written to and read from the database: JSON text and UTC timestamps.
+
+JSON is stored as TEXT that we serialise ourselves, identically on SQLite and PostgreSQL,
+and timestamps as fixed-width ISO-8601 UTC text (``2024-05-01T12:00:00.000000Z``), which
+sorts in time order as a string.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from legato.errors import UsageError
+
+_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+)
+
+
+def dumps(value: Any, *, what: str = "value") -> str:
+    """Canonical JSON text: compact, keys sorted, no NaN/Infinity."""
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"the {what} is not JSON-serialisable: {exc}") from exc
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def require_aware(value: datetime, *, what: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise UsageError(
+            f"{what} must be a timezone-aware datetime (for example datetime.now(UTC)), "
+            f"got {value!r}"
+        )
+    return value
+
+
+def ts(value: datetime, *, what: str = "timestamp") -> str:
+    """A datetime as stored: ISO-8601 UTC text with microseconds and a ``Z``."""
+    require_aware(value, what=what)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def ts_or_none(value: datetime | None, *, what: str = "timestamp") -> str | None:
+    return None if value is None else ts(value, what=what)
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def parse_ts_or_none(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)

@@ -1,0 +1,377 @@
+"""``SqlStore``: the durable store on SQLite or PostgreSQL.
+
+Each public method is ``async`` and runs one whole transaction of synchronous
+SQLAlchemy Core code on the store's own worker thread(s) (one thread hop per
+transaction; see docs/decisions/0003-store-sync-sqlalchemy-in-a-thread.md).  SQLite gets
+a single thread, which serialises this process's writers; PostgreSQL gets a few.
+
+A cancelled call does not cancel its transaction: the thread finishes it, and it
+commits or rolls back as it would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+
+from legato.errors import UsageError
+from legato.store import definitions as definition_queries
+from legato.store import migrate as migrations
+from legato.store import runs as run_queries
+from legato.store import signals as signal_queries
+from legato.store import work as work_queries
+from legato.store._db import READ_ONLY, create_engine, resolve_url
+from legato.store.errors import translated
+from legato.store.records import (
+    CommitResult,
+    DefinitionRecord,
+    EventRecord,
+    NewEvent,
+    NewWork,
+    RunCommit,
+    RunRecord,
+    SignalRecord,
+    WorkItem,
+)
+from legato.store.scope import Scope
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_POSTGRES_THREADS = 4
+
+
+def _scope(scope: Any) -> Scope:
+    if not isinstance(scope, Scope):
+        raise UsageError(f"the first argument must be a Scope, got {scope!r}")
+    return scope
+
+
+def _prepare_schema(engine: sa.Engine, migrate: bool) -> None:
+    with translated():
+        if migrate:
+            migrations.upgrade(engine)
+        else:
+            migrations.check(engine)
+
+
+class SqlStore:
+    """The store.  Open it with ``await SqlStore.open(url)``; close it with ``close()``
+    or use it as ``async with await SqlStore.open(url) as store: ...``."""
+
+    def __init__(self, engine: sa.Engine, executor: ThreadPoolExecutor) -> None:
+        self._engine = engine
+        self._executor = executor
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        sqlite_synchronous: str = "FULL",
+        threads: int | None = None,
+    ) -> SqlStore:
+        """Open the store at ``url`` (a file path, ``sqlite:///...`` or ``postgresql://...``).
+
+        With ``migrate`` the schema is brought to the current revision; without it the
+        schema must already be current (ConfigurationError otherwise).
+        ``sqlite_synchronous`` is ``FULL`` (an fsync per commit, the default) or ``NORMAL``
+        (faster; a power cut may lose the last commits, never corrupt the file).
+        ``threads`` sizes the PostgreSQL thread pool and connection pool (SQLite always
+        uses one).
+        """
+        resolved = resolve_url(url)
+        sqlite = resolved.get_backend_name() == "sqlite"
+        size = 1 if sqlite else max(1, threads or DEFAULT_POSTGRES_THREADS)
+        engine = create_engine(resolved, sqlite_synchronous=sqlite_synchronous, pool_size=size)
+        executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="legato-store")
+        store = cls(engine, executor)
+        try:
+            await store._call(_prepare_schema, engine, migrate)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Wait for running transactions, then close every connection.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        await asyncio.to_thread(self._engine.dispose)
+
+    async def __aenter__(self) -> SqlStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- running transactions on the store's thread ---------------------------------------
+
+    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._closed:
+            raise UsageError("the store is closed; open a new one with SqlStore.open()")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    def _transaction(self, read_only: bool, work: Callable[[sa.Connection], T]) -> T:
+        with translated(), self._engine.connect() as conn:
+            if read_only:
+                conn.execution_options(**{READ_ONLY: True})
+            with conn.begin():
+                return work(conn)
+
+    async def _write(
+        self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` in a write transaction on the store's thread."""
+        return await self._call(self._transaction, False, lambda conn: fn(conn, *args, **kwargs))
+
+    async def _read(
+        self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Like ``_write``, in a read-only transaction (SQLite: a deferred BEGIN)."""
+        return await self._call(self._transaction, True, lambda conn: fn(conn, *args, **kwargs))
+
+    # -- definitions ------------------------------------------------------------------------
+
+    async def put_definition(
+        self,
+        scope: Scope,
+        *,
+        name: str,
+        version: str,
+        source_format: str,
+        document: dict[str, Any],
+        source: str | None,
+        content_hash: str,
+        now: datetime,
+    ) -> DefinitionRecord:
+        """Store a definition version.  Versions are immutable: the same name and version
+        with the same ``content_hash`` returns the stored record; with another hash it
+        raises ConflictError (bump ``version``)."""
+        return await self._write(
+            definition_queries.put_definition,
+            _scope(scope),
+            name=name,
+            version=version,
+            source_format=source_format,
+            document=document,
+            source=source,
+            content_hash=content_hash,
+            now=now,
+        )
+
+    async def get_definition(
+        self, scope: Scope, name: str, version: str | None = None
+    ) -> DefinitionRecord:
+        """That version, or the latest stored when ``version`` is None; NotFoundError."""
+        return await self._read(definition_queries.get_definition, _scope(scope), name, version)
+
+    async def list_definitions(self, scope: Scope) -> list[DefinitionRecord]:
+        """Every version of every definition, by name then age."""
+        return await self._read(definition_queries.list_definitions, _scope(scope))
+
+    # -- runs and events --------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        scope: Scope,
+        *,
+        run_id: str,
+        workflow: str,
+        workflow_version: str,
+        status: str,
+        snapshot: dict[str, Any],
+        events: Sequence[NewEvent] = (),
+        work: Sequence[NewWork] = (),
+        parent_run_id: str | None = None,
+        now: datetime,
+    ) -> RunRecord:
+        """Insert the run (version 1), its first events (seq 1..n, chained from GENESIS)
+        and its first work, in one transaction.  ConflictError if ``run_id`` is taken.
+        Work inserted already leased is returned in ``RunRecord.leased_work``."""
+        return await self._write(
+            run_queries.create_run,
+            _scope(scope),
+            run_id=run_id,
+            workflow=workflow,
+            workflow_version=workflow_version,
+            status=status,
+            snapshot=snapshot,
+            events=events,
+            work=work,
+            parent_run_id=parent_run_id,
+            now=now,
+        )
+
+    async def get_run(self, scope: Scope, run_id: str) -> RunRecord:
+        """The run with its snapshot; NotFoundError if it is not in this scope."""
+        return await self._read(run_queries.get_run, _scope(scope), run_id)
+
+    async def list_runs(
+        self,
+        scope: Scope,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Newest first.  For speed the records' ``snapshot`` is None; use ``get_run``."""
+        return await self._read(
+            run_queries.list_runs,
+            _scope(scope),
+            status=status,
+            workflow=workflow,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def list_events(
+        self, scope: Scope, run_id: str, *, after_seq: int = 0
+    ) -> list[EventRecord]:
+        """The run's events with ``seq > after_seq`` in order; empty for an unknown run."""
+        return await self._read(run_queries.list_events, _scope(scope), run_id, after_seq=after_seq)
+
+    async def verify_run(self, scope: Scope, run_id: str) -> int | None:
+        """The seq of the first event whose hash chain is broken, or None when intact."""
+        return await self._read(run_queries.verify_run, _scope(scope), run_id)
+
+    async def commit(self, batch: Sequence[RunCommit]) -> list[CommitResult]:
+        """Group commit: every RunCommit in one transaction (one fsync), each guarded by
+        the run's version and its leases' fences, each succeeding or conflicting alone.
+        Results are in the batch's order."""
+        for item in batch:
+            if not isinstance(item, RunCommit):
+                raise UsageError(f"commit() takes RunCommit items, got {item!r}")
+        if not batch:
+            return []
+        return await self._write(run_queries.commit, list(batch))
+
+    async def runs_with_status(
+        self, statuses: tuple[str, ...], limit: int
+    ) -> list[tuple[Scope, str]]:
+        """Infrastructure (recovery), across tenants: (scope, run id) of runs in these
+        statuses, least recently updated first."""
+        return await self._read(run_queries.runs_with_status, statuses, limit)
+
+    # -- due work (worker infrastructure: not scoped by tenant) -----------------------------
+
+    async def claim_due(
+        self,
+        owner: str,
+        *,
+        now: float,
+        limit: int,
+        lease_seconds: float,
+        kinds: tuple[str, ...] | None = None,
+    ) -> list[WorkItem]:
+        """Lease up to ``limit`` rows due at ``now`` (unleased or lease expired), oldest
+        first: owner set, lease until ``now + lease_seconds``, fence incremented."""
+        return await self._write(
+            work_queries.claim_due,
+            owner,
+            now=now,
+            limit=limit,
+            lease_seconds=lease_seconds,
+            kinds=kinds,
+        )
+
+    async def extend_leases(
+        self, owner: str, ids: Sequence[int], *, now: float, lease_seconds: float
+    ) -> int:
+        """Extend the owner's leases on these rows to ``now + lease_seconds``; returns how
+        many it still held."""
+        return await self._write(
+            work_queries.extend_leases, owner, list(ids), now=now, lease_seconds=lease_seconds
+        )
+
+    async def release_leases(self, owners: Sequence[str]) -> int:
+        """Let others claim the owners' rows at once (their fences move on)."""
+        return await self._write(work_queries.release_leases, list(owners))
+
+    async def next_visible_at(self) -> float | None:
+        """When the next row becomes claimable (for a worker's sleep); None when none."""
+        return await self._read(work_queries.next_visible_at)
+
+    async def delete_work(self, scope: Scope, run_id: str, kind: str | None = None) -> int:
+        """Delete the run's work rows (of one kind, or all); returns how many."""
+        return await self._write(work_queries.delete_work, _scope(scope), run_id, kind)
+
+    async def list_work(self, scope: Scope, run_id: str) -> list[WorkItem]:
+        """The run's work rows, oldest first."""
+        return await self._read(work_queries.list_work, _scope(scope), run_id)
+
+    # -- workers (infrastructure) -----------------------------------------------------------
+
+    async def register_worker(self, owner: str, hostname: str, pid: int, now: float) -> None:
+        await self._write(work_queries.register_worker, owner, hostname, pid, now)
+
+    async def heartbeat(self, owner: str, now: float) -> bool:
+        """False when the worker is no longer registered (it was found stale)."""
+        return await self._write(work_queries.heartbeat, owner, now)
+
+    async def stale_workers(self, now: float, older_than: float) -> list[tuple[str, str, int]]:
+        """(owner, hostname, pid) of workers without a heartbeat for ``older_than`` s."""
+        return await self._read(work_queries.stale_workers, now, older_than)
+
+    async def remove_workers(self, owners: Sequence[str]) -> int:
+        return await self._write(work_queries.remove_workers, list(owners))
+
+    # -- signals ----------------------------------------------------------------------------
+
+    async def add_signal(
+        self,
+        scope: Scope,
+        *,
+        run_id: str,
+        name: str,
+        payload: Any,
+        correlation: str | None = None,
+        now: datetime,
+    ) -> SignalRecord:
+        """Store a signal for the run; NotFoundError if the run is not in this scope."""
+        return await self._write(
+            signal_queries.add_signal,
+            _scope(scope),
+            run_id=run_id,
+            name=name,
+            payload=payload,
+            correlation=correlation,
+            now=now,
+        )
+
+    async def pending_signals(self, scope: Scope, run_id: str) -> list[SignalRecord]:
+        """The run's undelivered signals, oldest first."""
+        return await self._read(signal_queries.pending_signals, _scope(scope), run_id)
+
+    async def undelivered_signals(self, limit: int) -> list[SignalRecord]:
+        """Infrastructure, across tenants: undelivered signals, oldest first."""
+        return await self._read(signal_queries.undelivered_signals, limit)
