@@ -2,15 +2,15 @@
 
 Each step's ``config`` arrives as keyword arguments, with the step context as ``ctx``::
 
-    assign_plan(customer_id, plan_id, currency="USD")
+    assign_plan(plan_id, currency="USD", customer_id=None)
         -> {subscription_id, customer_id, plan_id, currency, status}
-    create_wallet(customer_id, currency="USD", conversion_rate=1.0, initial_credits=0)
+    create_wallet(currency="USD", conversion_rate=1.0, initial_credits=0, customer_id=None)
         -> {wallet_id, customer_id, currency, conversion_rate, balance, status}
     grant_credits(wallet_id, amount, reason=None)
         -> {wallet_id, granted, balance, reason}
     send_email(to, subject=None, body=None, template=None, customer_id=None)
         -> {message_id, status}
-    create_entitlement(customer_id, feature_id, usage_limit=None)
+    create_entitlement(feature_id, usage_limit=None, customer_id=None)
         -> {entitlement_id, customer_id, feature_id, usage_limit, status}
 
 and two compensations, to undo a step when a later one fails::
@@ -22,7 +22,8 @@ Values produced by an earlier step are plain arguments: ``grant_credits`` takes 
 ``wallet_id`` that ``create_wallet`` returned, and the compensations take the id they
 undo; the step's input mapping puts them there from the earlier step's result.
 
-``customer_id`` usually comes from the trigger's event (``customer.created``).
+``customer_id`` may be in the step's config; if not, it is taken from the run's input
+(the trigger's ``customer.created`` event), as seed 002's own example expects.
 
 The service's address is ``BILLING_URL`` (default ``http://127.0.0.1:8765``; see
 ``examples/billing/service.py``).  Every call sends the step's idempotency key, so a
@@ -45,6 +46,7 @@ from urllib.parse import quote
 import httpx
 
 from legato.activity import ActivityContext, activity
+from legato.errors import ErrorClass, StepError
 from legato.net import raise_for_status, step_error_from_httpx
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -72,25 +74,40 @@ async def _call(
     return result
 
 
+def _customer(customer_id: str | None, ctx: ActivityContext) -> str:
+    """The step's ``customer_id``, else the trigger event's (seed 002's config omits it)."""
+    if customer_id:
+        return customer_id
+    data = ctx.run_input if isinstance(ctx.run_input, dict) else {}
+    found = data.get("customer_id")
+    if not found:
+        raise StepError(
+            f"step {ctx.step!r} needs a customer_id: put it in the step's config or in the "
+            "run's input (the customer.created event)",
+            error_class=ErrorClass.VALIDATION,
+        )
+    return str(found)
+
+
 @activity("assign_plan", timeout="30s")
 async def assign_plan(
-    customer_id: str, plan_id: str, currency: str = "USD", *, ctx: ActivityContext
+    plan_id: str, currency: str = "USD", customer_id: str | None = None, *, ctx: ActivityContext
 ) -> dict[str, Any]:
-    body = {"customer_id": customer_id, "plan_id": plan_id, "currency": currency}
+    body = {"customer_id": _customer(customer_id, ctx), "plan_id": plan_id, "currency": currency}
     return await _call(ctx, "POST", "/subscriptions", body)
 
 
 @activity("create_wallet", timeout="30s")
 async def create_wallet(
-    customer_id: str,
     currency: str = "USD",
     conversion_rate: float = 1.0,
     initial_credits: float = 0,
+    customer_id: str | None = None,
     *,
     ctx: ActivityContext,
 ) -> dict[str, Any]:
     body = {
-        "customer_id": customer_id,
+        "customer_id": _customer(customer_id, ctx),
         "currency": currency,
         "conversion_rate": conversion_rate,
         "initial_credits": initial_credits,
@@ -128,13 +145,13 @@ async def send_email(
 
 @activity("create_entitlement", timeout="30s")
 async def create_entitlement(
-    customer_id: str,
     feature_id: str,
     usage_limit: int | None = None,
+    customer_id: str | None = None,
     *,
     ctx: ActivityContext,
 ) -> dict[str, Any]:
-    body = {"customer_id": customer_id, "feature_id": feature_id, "usage_limit": usage_limit}
+    body = {"customer_id": _customer(customer_id, ctx), "feature_id": feature_id, "usage_limit": usage_limit}
     return await _call(ctx, "POST", "/entitlements", body)
 
 

@@ -166,6 +166,8 @@ class ActivityContext:
     environment_id: str = "default"
     http: httpx.AsyncClient = field(repr=False, compare=False)
     logger: logging.LoggerAdapter[logging.Logger] = field(repr=False, compare=False)
+    run_input: Any = field(default=None, repr=False, compare=False)
+    """The run's input: the trigger's data (seed 002 steps read ``customer_id`` from it)."""
 
     def __post_init__(self) -> None:
         for name in ("run_id", "workflow", "step", "idempotency_key"):
@@ -498,6 +500,7 @@ class ActivityRegistry:
         idempotency_key: str | None = None,
         tenant_id: str = "default",
         environment_id: str = "default",
+        run_input: Any = None,
     ) -> ActivityContext:
         """An :class:`ActivityContext` wired to this registry's HTTP client and a logger.
 
@@ -530,6 +533,7 @@ class ActivityRegistry:
             environment_id=environment_id,
             http=self._http,
             logger=logger,
+            run_input=run_input,
         )
 
     @property

@@ -150,12 +150,13 @@ class RunState:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view. Shallow: serialise it before changing the state again."""
         data = {name: getattr(self, name) for name in _RUN_FIELDS}
-        data["frames"] = {
-            k: {name: getattr(v, name) for name in _FRAME_FIELDS} for k, v in self.frames.items()
-        }
-        data["steps"] = {
-            k: {name: getattr(v, name) for name in _STEP_FIELDS} for k, v in self.steps.items()
-        }
+        # lists, not objects: insertion order is meaningful and JSON encoders may sort keys
+        data["frames"] = [
+            {name: getattr(v, name) for name in _FRAME_FIELDS} for v in self.frames.values()
+        ]
+        data["steps"] = [
+            {name: getattr(v, name) for name in _STEP_FIELDS} for v in self.steps.values()
+        ]
         data["pending"] = list(self.pending)
         data["status"] = str(self.status)
         return data
@@ -163,8 +164,8 @@ class RunState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
         values = dict(data)
-        values["frames"] = {k: Frame(**v) for k, v in data["frames"].items()}
-        values["steps"] = {k: StepRecord(**v) for k, v in data["steps"].items()}
+        values["frames"] = {v["id"]: Frame(**v) for v in data["frames"]}
+        values["steps"] = {v["path"]: StepRecord(**v) for v in data["steps"]}
         values["pending"] = dict.fromkeys(data["pending"])
         return cls(**values)
 

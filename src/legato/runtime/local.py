@@ -1,0 +1,501 @@
+"""The embedded runtime: Legato inside your application, on one SQLite file or PostgreSQL.
+
+.. code-block:: python
+
+    import legato
+
+    @legato.activity("greet")
+    async def greet(name: str) -> dict:
+        return {"greeting": f"Hello, {name}!"}
+
+    async with legato.Engine.open("sqlite:///legato.db", activities=[greet]) as engine:
+        result = await engine.run("hello.yaml", {"name": "Ada"})
+        print(result.status, result.output)
+
+The CLI is built on this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from legato.activity import ActivityRegistry, activity
+from legato.dsl.model import Definition
+from legato.engine import events as ev
+from legato.engine.machine import Program
+from legato.engine.state import RunState, RunStatus
+from legato.engine.views import step_views
+from legato.errors import ConflictError, DefinitionError, InputError, NotFoundError, UsageError
+from legato.runtime.advance import advance
+from legato.runtime.clock import Clock, SystemClock
+from legato.runtime.worker import Programs, Worker, WorkerOptions, start_run
+from legato.store import Scope, SqlStore
+from legato.store.records import EventRecord, RunCommit, RunRecord
+
+TERMINAL = {"completed", "failed", "cancelled", "compensation_failed"}
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a run looks like from outside: its status, output, error and steps."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    started_at: str | None = None
+    finished_at: str | None = None
+    parent_run_id: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == RunStatus.COMPLETED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "version": self.version,
+            "status": self.status,
+            "output": self.output,
+            "error": self.error,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "steps": self.steps,
+        }
+
+
+def content_hash(document: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+class Engine:
+    """Legato embedded: a store, your activities, and a worker that runs due work.
+
+    Open it with :meth:`Engine.open` as an async context manager. With ``worker=True``
+    (the default) this process executes steps; with ``worker=False`` it only reads and
+    writes runs (``legato runs``, ``legato signal``), and a ``legato worker`` elsewhere
+    executes them.
+    """
+
+    def __init__(
+        self,
+        store: SqlStore,
+        activities: ActivityRegistry,
+        *,
+        scope: Scope | None = None,
+        worker: bool = True,
+        options: WorkerOptions | None = None,
+        clock: Clock | None = None,
+        connectors: Any = None,
+    ) -> None:
+        self.store = store
+        self.activities = activities
+        self.scope = scope or Scope()
+        self.clock = clock or SystemClock()
+        self.programs = Programs(store)
+        self.options = options or WorkerOptions()
+        self.worker: Worker | None = (
+            Worker(
+                store,
+                activities,
+                self.programs,
+                options=self.options,
+                clock=self.clock,
+                connectors=connectors,
+            )
+            if worker
+            else None
+        )
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        if self.worker is not None:
+            self.worker.add_listener(self._on_commit)
+        self._open = False
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        url: str = "legato.db",
+        *,
+        activities: Iterable[Any] = (),
+        scope: Scope | None = None,
+        worker: bool = True,
+        options: WorkerOptions | None = None,
+        registry: ActivityRegistry | None = None,
+        clock: Clock | None = None,
+        sqlite_synchronous: str = "FULL",
+        connectors: Any = None,
+    ) -> AsyncIterator[Engine]:
+        """Open the store at ``url`` (a SQLite path or URL, or a PostgreSQL URL)."""
+        store = await SqlStore.open(url, sqlite_synchronous=sqlite_synchronous)
+        try:
+            reg = registry or ActivityRegistry()
+            async with reg:
+                if registry is None:
+                    reg.include_builtins()
+                for item in activities:
+                    reg.register(item)
+                engine = cls(
+                    store,
+                    reg,
+                    scope=scope,
+                    worker=worker,
+                    options=options,
+                    clock=clock,
+                    connectors=connectors,
+                )
+                await engine._start()
+                try:
+                    yield engine
+                finally:
+                    await engine._stop()
+        finally:
+            await store.close()
+
+    async def _start(self) -> None:
+        if self.worker is not None:
+            await self.worker.start()
+        self._open = True
+
+    async def _stop(self) -> None:
+        self._open = False
+        if self.worker is not None:
+            await self.worker.stop()
+        for futures in self._waiters.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise UsageError("this Engine is closed; use it inside `async with Engine.open(...)`")
+
+    # ---- activities -----------------------------------------------------------------------
+
+    def activity(self, name: str | None = None, **options: Any) -> Any:
+        """Decorator: register a function of yours as activity ``name`` on this engine."""
+
+        def wrap(fn: Any) -> Any:
+            marked = activity(name, **options)(fn)
+            self.activities.register(marked)
+            return marked
+
+        return wrap
+
+    def register(self, *items: Any) -> None:
+        for item in items:
+            self.activities.register(item)
+
+    # ---- definitions ----------------------------------------------------------------------
+
+    async def deploy(
+        self, definition: Definition | str | Path, *, source: str | None = None
+    ) -> tuple[str, str]:
+        """Store a definition as an immutable version; returns (name, version).
+
+        If another definition already holds the same name and version, this one is stored
+        as ``<version>+<hash>`` so runs stay pinned to exactly what they started with.
+        """
+        self._check_open()
+        if not isinstance(definition, Definition):
+            definition, source = load_definition(definition)
+        document = definition.model_dump(mode="json", by_alias=True)
+        digest = content_hash(document)
+        version = definition.version
+        try:
+            await self.store.put_definition(
+                self.scope,
+                name=definition.name,
+                version=version,
+                source_format=definition.source_format,
+                document=document,
+                source=source,
+                content_hash=digest,
+                now=self.clock.now(),
+            )
+        except ConflictError:
+            version = f"{definition.version}+{digest[:12]}"
+            await self.store.put_definition(
+                self.scope,
+                name=definition.name,
+                version=version,
+                source_format=definition.source_format,
+                document=document,
+                source=source,
+                content_hash=digest,
+                now=self.clock.now(),
+            )
+        self.programs.put(self.scope, definition, version)
+        return definition.name, version
+
+    # ---- runs -------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        workflow: Definition | str | Path,
+        input: Any = None,
+        *,
+        version: str | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Start a run and return its id. ``workflow`` is a definition, a file, or a
+        deployed workflow's name."""
+        self._check_open()
+        if isinstance(workflow, Definition) or (
+            isinstance(workflow, Path | str) and _looks_like_file(workflow)
+        ):
+            name, version = await self.deploy(workflow)
+        else:
+            name = str(workflow)
+        if input is not None:
+            try:
+                json.dumps(input)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"the run's input must be JSON data: {exc}") from exc
+        run_id = run_id or uuid.uuid4().hex
+        owner = self.worker.owner if self.worker is not None else None
+        _adv, leased = await start_run(
+            self.store,
+            self.programs,
+            self.scope,
+            workflow=name,
+            version=version,
+            input=input,
+            run_id=run_id,
+            now=self.clock.now(),
+            lease_owner=owner,
+            lease_seconds=self.options.lease_seconds,
+        )
+        if self.worker is not None:
+            for item in leased:
+                self.worker.dispatch(item)
+            self.worker.wake()
+        return run_id
+
+    async def run(
+        self,
+        workflow: Definition | str | Path,
+        input: Any = None,
+        *,
+        timeout: float | None = None,
+    ) -> RunResult:
+        """Start a run and wait for it to end."""
+        run_id = await self.start(workflow, input)
+        return await self.wait(run_id, timeout=timeout)
+
+    async def get(self, run_id: str) -> RunResult:
+        self._check_open()
+        record = await self.store.get_run(self.scope, run_id)
+        return await self._result(record)
+
+    async def _result(self, record: RunRecord) -> RunResult:
+        state = RunState.from_dict(record.snapshot)
+        program = await self.programs.get(self.scope, record.workflow, record.workflow_version)
+        return _result_of(program, state, record.status)
+
+    async def wait(self, run_id: str, *, timeout: float | None = None) -> RunResult:
+        """Wait until the run ends (completed, failed, cancelled or compensation_failed)."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            result = await self.get(run_id)
+            if result.done:
+                return result
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(run_id, []).append(fut)
+            wait_for = 1.0
+            if deadline is not None:
+                wait_for = min(wait_for, deadline - loop.time())
+                if wait_for <= 0:
+                    raise TimeoutError(f"run {run_id} did not end within {timeout}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, wait_for)
+            futures = self._waiters.get(run_id, [])
+            if fut in futures:
+                futures.remove(fut)
+            if not futures:
+                self._waiters.pop(run_id, None)
+
+    async def watch(self, run_id: str, *, interval: float = 1.0) -> AsyncIterator[RunResult]:
+        """Yield the run each time it changes, until it ends."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        last = -1
+        while True:
+            record = await self.store.get_run(self.scope, run_id)
+            if record.version != last:
+                last = record.version
+                result = await self._result(record)
+                yield result
+                if result.done:
+                    return
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(run_id, []).append(fut)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, interval)
+
+    def _on_commit(self, scope: Scope, run_id: str, state: RunState) -> None:
+        if scope != self.scope:
+            return
+        for fut in self._waiters.pop(run_id, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def runs(
+        self, *, status: str | None = None, workflow: str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        self._check_open()
+        return await self.store.list_runs(self.scope, status=status, workflow=workflow, limit=limit)
+
+    async def history(self, run_id: str) -> list[EventRecord]:
+        self._check_open()
+        await self.store.get_run(self.scope, run_id)  # NotFoundError names the run
+        return await self.store.list_events(self.scope, run_id)
+
+    async def verify(self, run_id: str | None = None) -> dict[str, int | None]:
+        """Check hash chains. Returns {run_id: first broken seq, or None when intact}."""
+        self._check_open()
+        if run_id is not None:
+            await self.store.get_run(self.scope, run_id)
+            return {run_id: await self.store.verify_run(self.scope, run_id)}
+        out: dict[str, int | None] = {}
+        offset = 0
+        while True:
+            page = await self.store.list_runs(self.scope, limit=500, offset=offset)
+            for record in page:
+                out[record.id] = await self.store.verify_run(self.scope, record.id)
+            if len(page) < 500:
+                return out
+            offset += 500
+
+    # ---- things that happen to a run from outside -------------------------------------
+
+    async def signal(
+        self, run_id: str, name: str, data: Any = None, *, correlation: str | None = None
+    ) -> RunResult:
+        """Deliver signal ``name`` to a run (it is kept for the run if nothing waits yet)."""
+        self._check_open()
+        now = self.clock.now()
+        record = await self.store.add_signal(
+            self.scope, run_id=run_id, name=name, payload=data, correlation=correlation, now=now
+        )
+        event = ev.SignalReceived(
+            at=now, name=name, payload_=data, correlation=correlation, signal_id=record.id
+        )
+        return await self._transact(run_id, event, signals_delivered=[record.id])
+
+    async def cancel(self, run_id: str, reason: str = "cancelled by request") -> RunResult:
+        """Cancel a run: its active steps stop and its compensations run."""
+        self._check_open()
+        return await self._transact(run_id, ev.CancelRequested(at=self.clock.now(), reason=reason))
+
+    async def _transact(
+        self, run_id: str, event: ev.Event, *, signals_delivered: list[int] | None = None
+    ) -> RunResult:
+        for _ in range(50):
+            record = await self.store.get_run(self.scope, run_id)
+            if record.status in TERMINAL and not isinstance(event, ev.SignalReceived):
+                return await self._result(record)
+            program = await self.programs.get(self.scope, record.workflow, record.workflow_version)
+            state = RunState.from_dict(record.snapshot)
+            now = self.clock.now()
+            event = _restamp(event, now)
+            adv = advance(program, state, [event], now)
+            owner = self.worker.owner if self.worker is not None else None
+            [result] = await self.store.commit(
+                [
+                    RunCommit(
+                        scope=self.scope,
+                        run_id=run_id,
+                        expected_version=record.version,
+                        status=str(adv.state.status),
+                        snapshot=adv.state.to_dict(),
+                        events=adv.new_events(),
+                        add_work=adv.new_work(
+                            now.timestamp(),
+                            lease_owner=owner,
+                            lease_seconds=self.options.lease_seconds,
+                        ),
+                        done_work=[],
+                        finished_at=now
+                        if any(isinstance(e, ev.RunFinished) for e in adv.events)
+                        else None,
+                        now=now,
+                        signals_delivered=list(signals_delivered or []),
+                    )
+                ]
+            )
+            if result.ok:
+                if self.worker is not None:
+                    self.worker.forget(self.scope, run_id)
+                    for item in result.leased:
+                        self.worker.dispatch(item)
+                    self.worker.wake()
+                self._on_commit(self.scope, run_id, adv.state)
+                return _result_of(program, adv.state, str(adv.state.status))
+            await asyncio.sleep(0.01)
+        raise ConflictError(f"run {run_id} kept changing; try again")
+
+
+def _restamp(event: ev.Event, at: datetime) -> ev.Event:
+    import dataclasses
+
+    return dataclasses.replace(event, at=at)
+
+
+def _result_of(program: Program, state: RunState, status: str) -> RunResult:
+    return RunResult(
+        run_id=state.run_id,
+        workflow=state.workflow,
+        version=state.version,
+        status=status,
+        output=state.output,
+        error=state.error,
+        steps=step_views(program, state),
+        started_at=state.started_at,
+        finished_at=state.finished_at,
+        parent_run_id=state.parent_run_id,
+    )
+
+
+def _looks_like_file(value: str | Path) -> bool:
+    if isinstance(value, Path):
+        return True
+    return value.endswith((".yaml", ".yml", ".json")) or "/" in value or Path(value).is_file()
+
+
+def load_definition(path_or_text: str | Path) -> tuple[Definition, str]:
+    """Load and validate a definition file (any accepted format); raise DefinitionError."""
+    from legato.dsl.loader import load_file
+
+    path = Path(path_or_text)
+    if not path.is_file():
+        raise NotFoundError(f"definition file {str(path)!r} does not exist")
+    result = load_file(path)
+    result.raise_for_errors()
+    assert result.definition is not None
+    if result.definition is None:  # pragma: no cover
+        raise DefinitionError(source=str(path))
+    return result.definition, path.read_text(encoding="utf-8")
