@@ -312,6 +312,7 @@ def lint(
                         f"{entry['file']}:{f['pointer'] or '/'}: [{color}]{f['severity']}"
                         f"[/{color}] {f['code']} {f['message']} [dim]Fix: {f['fix']}[/dim]",
                         highlight=False,
+                        soft_wrap=True,
                     )
         return 2 if errors else 0
 

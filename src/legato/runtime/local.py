@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -136,7 +137,7 @@ class Engine:
     @contextlib.asynccontextmanager
     async def open(
         cls,
-        url: str = "legato.db",
+        url: str | os.PathLike[str] = "legato.db",
         *,
         activities: Iterable[Any] = (),
         scope: Scope | None = None,
@@ -148,7 +149,7 @@ class Engine:
         connectors: Any = None,
     ) -> AsyncIterator[Engine]:
         """Open the store at ``url`` (a SQLite path or URL, or a PostgreSQL URL)."""
-        store = await SqlStore.open(url, sqlite_synchronous=sqlite_synchronous)
+        store = await SqlStore.open(os.fspath(url), sqlite_synchronous=sqlite_synchronous)
         try:
             reg = registry or ActivityRegistry()
             async with reg:
