@@ -736,10 +736,12 @@ def _wait(
 
 
 def _write(state: RunState, frame: Frame, path: str, value: Any) -> None:
+    # Copies: a value shared with a step's output (or the event it came from) would change
+    # when a later step writes under it, and differently once the state went through JSON.
     assert frame.context is not None
-    expr.write_path(frame.context, path, value)
+    expr.write_path(frame.context, path, _copy(value))
     if frame.parent_step is not None:
-        frame.writes.append([path, value])
+        frame.writes.append([path, _copy(value)])
 
 
 def _complete_step(
@@ -867,15 +869,21 @@ def _join(
 ) -> None:
     """Merge the completed branches, in definition order, whatever order they finished in."""
     results: dict[str, Any] = {}
+    writes: list[list[Any]] = []
     for child_id in owner.children:
         child = state.frames[child_id]
         if child.status == "completed":
-            for path, value in child.writes:
-                _write(state, owner_frame, path, value)
+            writes += child.writes
             results[child.name or child_id] = child.result
         elif child.status == "running":
             _cancel_frame(state, child, at)
         child.context = None
+    try:
+        for path, value in writes:
+            _write(state, owner_frame, path, value)
+    except LegatoError as exc:  # branches wrote clashing shapes ($.x, then $.x.y on a string)
+        _step_failed(program, state, owner, _error_from(exc), at)
+        return
     _complete_step(program, state, owner, results, at)
 
 
