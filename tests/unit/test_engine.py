@@ -605,11 +605,6 @@ def test_a_failing_iteration_fails_the_foreach_and_cancels_running_iterations() 
     assert sim.error["message"] == "iteration 1 of 'each' failed: bad item"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: machine.py _frame_done -> _start_iterations recurses once per "
-    "iteration that completes synchronously, so a long foreach overflows the stack",
-)
 def test_foreach_over_many_items_that_complete_at_once() -> None:
     sim = Simulator(
         wf(
@@ -855,11 +850,6 @@ def test_subflow_with_wait_false_goes_on_at_once() -> None:
     assert snapshot(sim.state) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: SubflowState.timeout is never honoured (machine.py starts no timer "
-    "for a subflow), so a child that never ends blocks the parent forever",
-)
 def test_subflow_timeout_fails_the_step_with_timeout() -> None:
     sim = Simulator(subflow_wf(timeout="10s"))
     sim.advance(11)
@@ -944,12 +934,6 @@ def test_backoff_delays_come_from_the_failure_instants() -> None:
     assert sim.step("a").attempt == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: advance() records the retry's StepScheduled at once, and "
-    "machine.py _on_scheduled turns RETRYING into SCHEDULED, so views.py never shows "
-    "`retrying`/`next_attempt_at` for a step waiting out its backoff",
-)
 def test_a_step_waiting_for_its_retry_shows_when_it_will_run_again() -> None:
     sim = Simulator(retry_wf(initial_interval="30s"))
     sim.fail("a")
@@ -1372,12 +1356,6 @@ def test_a_compensation_failure_while_cancelling_says_so() -> None:
     assert "been cancelled" in sim.error["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: machine.py _schedule_compensation resolves compensation input against "
-    "the top context once a branch/iteration frame's context is gone, so a parallel branch "
-    "sees its sibling's writes",
-)
 def test_compensation_input_of_a_branch_step_sees_its_own_branch() -> None:
     def charging(name: str) -> dict[str, Any]:
         return branch(
@@ -1409,11 +1387,6 @@ def test_compensation_input_of_a_branch_step_sees_its_own_branch() -> None:
     assert sim.scheduled("p[b1].charge#compensate").input == {"id": "c1"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: machine.py _frame_done drops a finished iteration's context "
-    "(frame.context = None), so its compensation input resolves against the top context",
-)
 def test_compensation_input_of_an_iteration_step_sees_its_iteration() -> None:
     sim = Simulator(
         wf(
@@ -1524,11 +1497,6 @@ def test_duplicate_timer_child_and_compensation_outcomes_count_once() -> None:
     assert sim.status == RunStatus.FAILED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: outcomes carry only (path, attempt) and a loop's new visit restarts "
-    "at attempt 1 (machine.py _enter), so a late duplicate from the previous visit completes it",
-)
 def test_a_duplicate_outcome_from_an_earlier_loop_visit_changes_nothing() -> None:
     sim = Simulator(
         wf(
@@ -1653,13 +1621,17 @@ def test_idempotency_keys_are_stable_across_attempts_and_distinct_across_iterati
     sim.fail("a")
     sim.advance(1)
     sim.complete("a", 2)
-    keys = [(c.path, c.attempt, c.idempotency_key) for c in schedules(sim)]
+    keys = [(c.path, c.visit_attempt, c.idempotency_key) for c in schedules(sim)]
+    # the attempt within a visit restarts at 1 (what activities see); the key is stable
+    # across attempts and distinct per loop visit
     assert keys[:4] == [
         ("a", 1, "r-9:a:0"),
         ("a", 2, "r-9:a:0"),
         ("a", 1, "r-9:a:1"),
         ("a", 2, "r-9:a:1"),
     ]
+    # the recorded attempt numbers keep rising, so a late outcome of visit 0 is stale
+    assert [c.attempt for c in schedules(sim)][:4] == [1, 2, 3, 4]
     assert {k for _, _, k in keys[4:]} == {"r-9:each[0].s:0", "r-9:each[1].s:0"}
     scheduled = [e for e in sim.events if isinstance(e, ev.StepScheduled)]
     assert [e.idempotency_key for e in scheduled] == [k for _, _, k in keys]
@@ -1769,12 +1741,6 @@ def test_run_to_end_stops_when_the_run_waits_for_a_signal() -> None:
     assert sim.status == RunStatus.COMPLETED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: machine.py _on_failed calls ErrorClass(...) on the recorded "
-    "error_class, so an unknown class raises ValueError inside apply and the history can "
-    "never be folded again",
-)
 def test_an_unknown_error_class_is_treated_as_permanent() -> None:
     sim = Simulator(retry_wf(max_attempts=3))
     sim.send(

@@ -36,6 +36,7 @@ class ScheduleStep(Command):
     not_before: datetime | None = None
     compensation: bool = False
     async_: bool = False
+    visit_attempt: int | None = None  # the attempt within this loop visit (what users see)
 
     def __post_init__(self) -> None:
         if (self.action is None) == (self.service is None):

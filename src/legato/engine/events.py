@@ -36,9 +36,7 @@ class Event:
 
     def payload(self) -> dict[str, Any]:
         """The event's fields except ``at``, as plain JSON data."""
-        return {
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "at"
-        }
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "at"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

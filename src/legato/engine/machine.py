@@ -18,6 +18,7 @@ need the old one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ RUN_TIMEOUT_TIMER = "run:timeout"
 
 
 # ---- the compiled definition ------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Graph:
@@ -98,6 +100,7 @@ def compile_definition(definition: Definition) -> Program:
 
 # ---- helpers ----------------------------------------------------------------------------
 
+
 def _iso(at: datetime) -> str:
     return at.isoformat()
 
@@ -122,10 +125,20 @@ def _error(
     }
 
 
-def _error_from(exc: LegatoError, error_class: ErrorClass = ErrorClass.VALIDATION) -> dict[str, Any]:
+def _error_from(
+    exc: LegatoError, error_class: ErrorClass = ErrorClass.VALIDATION
+) -> dict[str, Any]:
     data = exc.to_dict()
     data.setdefault("error_class", error_class.value)
     return data
+
+
+def _error_class(error: Mapping[str, Any]) -> ErrorClass:
+    """The error's class; one this version does not know is PERMANENT (never retried)."""
+    try:
+        return ErrorClass(error.get("error_class", ErrorClass.PERMANENT))
+    except ValueError:
+        return ErrorClass.PERMANENT
 
 
 def _path(frame: Frame, state: str) -> str:
@@ -135,7 +148,7 @@ def _path(frame: Frame, state: str) -> str:
 class _Scope(Mapping[str, Any]):
     """The names an expression may use, computed only when referenced."""
 
-    __slots__ = ("_extra", "_frame", "_run", "_item_name", "_item_frame")
+    __slots__ = ("_extra", "_frame", "_item_frame", "_item_name", "_run")
 
     def __init__(
         self,
@@ -204,6 +217,7 @@ def _steps_view(run: RunState) -> dict[str, Any]:
 
 
 # ---- apply --------------------------------------------------------------------------------
+
 
 def apply(program: Program, state: RunState | None, event: ev.Event) -> RunState:
     """Fold one event into the run's state."""
@@ -303,9 +317,10 @@ def _on_failed(program: Program, state: RunState, event: ev.StepFailed) -> None:
     spec = program.spec(frame.graph, rec.state)
     policy = _retry_policy(program, spec)
     error = dict(event.error)
-    error_class = ErrorClass(error.get("error_class", ErrorClass.PERMANENT))
-    if rec.attempt < policy.max_attempts and error_class not in policy.non_retryable:
-        delay = policy.delay(rec.attempt)
+    error_class = _error_class(error)
+    attempts = rec.attempt - rec.attempt_base
+    if attempts < policy.max_attempts and error_class not in policy.non_retryable:
+        delay = policy.delay(attempts)
         retry_after = error.get("retry_after")
         if error_class is ErrorClass.RATE_LIMITED and isinstance(retry_after, int | float):
             delay = max(delay, float(retry_after))
@@ -336,8 +351,7 @@ def _on_timer_fired(program: Program, state: RunState, event: ev.TimerFired) -> 
                 state,
                 RunStatus.FAILED,
                 _error(
-                    f"the run did not finish within its timeout "
-                    f"({program.definition.timeout:g}s)",
+                    f"the run did not finish within its timeout ({program.definition.timeout:g}s)",
                     ErrorClass.TIMEOUT,
                 ),
                 event.at,
@@ -349,13 +363,28 @@ def _on_timer_fired(program: Program, state: RunState, event: ev.TimerFired) -> 
     if timer["kind"] == "wait":
         _complete_step(program, state, rec, None, event.at)
         return
+    if timer["kind"] == "subflow_timeout":
+        _step_failed(
+            program,
+            state,
+            rec,
+            _error(
+                f"child run {rec.child_run_id} did not finish within the subflow's timeout",
+                ErrorClass.TIMEOUT,
+                child_run_id=rec.child_run_id,
+            ),
+            event.at,
+        )
+        return
     # an event wait timed out
     frame = state.frames[rec.frame]
     spec = program.spec(frame.graph, rec.state)
-    assert isinstance(spec, WaitState) and spec.event is not None
-    if spec.event.timeout_next is not None and spec.event.timeout_next in program.graphs[
-        frame.graph
-    ].states:
+    assert isinstance(spec, WaitState)
+    assert spec.event is not None
+    if (
+        spec.event.timeout_next is not None
+        and spec.event.timeout_next in program.graphs[frame.graph].states
+    ):
         rec.status = StepStatus.FAILED
         rec.caught = True
         rec.error = _error(f"no {spec.event.name!r} signal arrived in time", ErrorClass.TIMEOUT)
@@ -415,6 +444,18 @@ def _on_child_started(program: Program, state: RunState, event: ev.ChildStarted)
     spec = program.spec(state.frames[rec.frame].graph, rec.state)
     if spec.wait:
         rec.status = StepStatus.WAITING
+        if spec.timeout is not None:
+            timer_id = f"{rec.path}:{rec.iteration}"
+            fire_at = event.at + timedelta(seconds=spec.timeout)
+            rec.timer_id = timer_id
+            rec.due_at = _iso(fire_at)
+            state.timers[timer_id] = {
+                "kind": "subflow_timeout",
+                "path": rec.path,
+                "fire_at": _iso(fire_at),
+                "started": False,
+            }
+            state.pending[f"t:{timer_id}"] = None
     else:
         _complete_step(program, state, rec, {"run_id": event.child_run_id}, event.at)
 
@@ -464,6 +505,7 @@ _HANDLERS: dict[type[ev.Event], Any] = {
 
 # ---- walking the graph ------------------------------------------------------------------
 
+
 def _retry_policy(program: Program, spec: Any) -> RetryPolicy:
     own = getattr(spec, "retry", None)
     if own is not None:
@@ -488,11 +530,19 @@ def _enter(program: Program, state: RunState, frame: Frame, name: str, at: datet
         frame=frame.id,
         status=StepStatus.READY,
         iteration=previous.iteration + 1 if previous is not None else 0,
+        attempt=previous.attempt if previous is not None else 0,
+        attempt_base=previous.attempt if previous is not None else 0,
         entered_at=_iso(at),
     )
     if previous is not None:
-        # a loop came back here: the old visit leaves the compensation order
+        # A loop came back here. The earlier visit is kept as `path@iteration`, so it still
+        # shows and is still compensated; attempts keep rising, so a late outcome of the
+        # earlier visit cannot complete this one.
+        archived = f"{path}@{previous.iteration}"
         state.steps.pop(path)
+        previous.path = archived
+        state.steps[archived] = previous
+        state.completed_order = [archived if p == path else p for p in state.completed_order]
     state.steps[path] = rec
     frame.current = path
     scope = _Scope(state, frame, program)
@@ -661,7 +711,27 @@ def _start_iterations(
     program: Program, state: RunState, rec: StepRecord, spec: ForeachState, at: datetime
 ) -> None:
     assert rec.items is not None
+    if rec.starting:
+        return  # the loop below is already running further up the stack; it goes on
     frame = state.frames[rec.frame]
+    rec.starting = True
+    try:
+        _start_iterations_loop(program, state, rec, spec, frame, at)
+    finally:
+        rec.starting = False
+    if rec.status == StepStatus.WAITING and rec.succeeded == len(rec.items):
+        _complete_step(program, state, rec, rec.results, at)
+
+
+def _start_iterations_loop(
+    program: Program,
+    state: RunState,
+    rec: StepRecord,
+    spec: ForeachState,
+    frame: Frame,
+    at: datetime,
+) -> None:
+    assert rec.items is not None
     while (
         rec.status == StepStatus.WAITING
         and rec.next_index < len(rec.items)
@@ -771,6 +841,17 @@ def _complete_step(
         rec.status = StepStatus.FAILED
         _step_failed(program, state, rec, _error_from(exc), at)
         return
+    if isinstance(spec, TaskState) and spec.compensation is not None:
+        # Resolve the compensation's input now, in this step's own frame: a branch's or an
+        # iteration's context is gone by the time compensations run.
+        assert frame.context is not None
+        view = dict(frame.context)
+        view["result"] = output
+        scope = _Scope(state, frame, program, context=view, extra={"result": output})
+        try:
+            rec.compensation_input = _resolve_input(spec.compensation.input, scope)
+        except LegatoError as exc:
+            rec.compensation_error = _error_from(exc)
     frame.result = output
     _advance(program, state, frame, spec, at)
 
@@ -790,10 +871,8 @@ def _step_failed(
     if catch is not None:
         rec.caught = True
         if catch.result_path:
-            try:
+            with contextlib.suppress(LegatoError):
                 _write(state, frame, catch.result_path, {**error, "step": rec.state})
-            except LegatoError:
-                pass
         _enter(program, state, frame, catch.next, at)
         return
     _frame_failed(program, state, frame, error, at)
@@ -828,9 +907,12 @@ def _frame_done(program: Program, state: RunState, frame: Frame, at: datetime) -
     owner_frame = state.frames[owner.frame]
     spec = program.spec(owner_frame.graph, owner.state)
     if isinstance(spec, ForeachState):
-        assert owner.results is not None and frame.index is not None
+        assert owner.results is not None
+        assert frame.index is not None
         owner.results[frame.index] = frame.result
         frame.context = None
+        if owner.starting:
+            return  # _start_iterations goes on (and completes the foreach) without recursing
         if owner.succeeded == len(owner.results):
             _complete_step(program, state, owner, owner.results, at)
         else:
@@ -848,7 +930,7 @@ def _ended_in_succeed_output(program: Program, state: RunState, frame: Frame) ->
             if rec.type != "succeed":
                 return False
             spec = program.spec(frame.graph, rec.state)
-            return spec.output is not None  # type: ignore[no-any-return]
+            return spec.output is not None
     return False
 
 
@@ -963,8 +1045,7 @@ def _end_run(
     queue = [
         path
         for path in reversed(state.completed_order)
-        if state.steps.get(path) is not None
-        and state.steps[path].status == StepStatus.COMPLETED
+        if state.steps.get(path) is not None and state.steps[path].status == StepStatus.COMPLETED
     ]
     if not queue:
         state.status = outcome
@@ -977,6 +1058,10 @@ def _end_run(
 def _next_compensation(program: Program, state: RunState, at: datetime) -> None:
     while state.compensation_queue:
         rec = state.steps[state.compensation_queue[0]]
+        if rec.compensation_status is None and rec.compensation_error is not None:
+            # its input could not be resolved when the step completed: it cannot run
+            _give_up_compensation(state, rec, rec.compensation_error)
+            return
         if rec.compensation_status in (None, "ready", "retrying", "scheduled"):
             if rec.compensation_status is None:
                 rec.compensation_status = "ready"
@@ -989,7 +1074,8 @@ def _next_compensation(program: Program, state: RunState, at: datetime) -> None:
 
 def _compensation_spec(program: Program, state: RunState, rec: StepRecord) -> Compensation:
     spec = program.spec(state.frames[rec.frame].graph, rec.state)
-    assert isinstance(spec, TaskState) and spec.compensation is not None
+    assert isinstance(spec, TaskState)
+    assert spec.compensation is not None
     return spec.compensation
 
 
@@ -1020,27 +1106,33 @@ def _compensation_failed(program: Program, state: RunState, event: ev.StepFailed
     comp = _compensation_spec(program, state, rec)
     policy = comp.retry or COMPENSATION_RETRY
     rec.compensation_error = dict(event.error)
-    error_class = ErrorClass(event.error.get("error_class", ErrorClass.PERMANENT))
+    error_class = _error_class(event.error)
     if rec.compensation_attempt < policy.max_attempts and error_class not in policy.non_retryable:
         rec.compensation_status = "retrying"
         rec.due_at = _iso(event.at + timedelta(seconds=policy.delay(rec.compensation_attempt)))
         state.pending[f"k:{rec.path}"] = None
         return
+    _give_up_compensation(state, rec, dict(event.error))
+
+
+def _give_up_compensation(state: RunState, rec: StepRecord, error: dict[str, Any]) -> None:
+    """A compensation failed for good: the run ends compensation_failed, with the details."""
     rec.compensation_status = "failed"
+    rec.compensation_error = error
     state.compensation_queue = []
     state.status = RunStatus.COMPENSATION_FAILED
     state.error = {
         "type": "StepError",
         "message": (
             f"compensation of {rec.path!r} failed after {rec.compensation_attempt} attempt(s): "
-            f"{event.error.get('message')}; the run had "
+            f"{error.get('message')}; the run had "
             f"{'been cancelled' if state.outcome == RunStatus.CANCELLED else 'failed'}: "
             f"{(state.error or {}).get('message')}"
         ),
-        "error_class": error_class.value,
+        "error_class": _error_class(error).value,
         "details": {
             "compensation_of": rec.path,
-            "compensation_error": dict(event.error),
+            "compensation_error": error,
             "run_error": state.error,
         },
         "retryable": False,
@@ -1048,6 +1140,7 @@ def _compensation_failed(program: Program, state: RunState, event: ev.StepFailed
 
 
 # ---- decide -------------------------------------------------------------------------------
+
 
 def decide(program: Program, state: RunState) -> list[cmd.Command]:
     """What the runtime should do now, given the state. Never repeats a recorded command."""
@@ -1080,7 +1173,9 @@ def decide(program: Program, state: RunState) -> list[cmd.Command]:
 
 
 def idempotency_key(state: RunState, rec: StepRecord) -> str:
-    return f"{state.run_id}:{rec.path}:{rec.iteration}"
+    """``run:path:iteration``: the same on every attempt, distinct per loop visit."""
+    path = rec.path.split("@", 1)[0]  # an earlier loop visit is kept as `path@iteration`
+    return f"{state.run_id}:{path}:{rec.iteration}"
 
 
 def _schedule(program: Program, state: RunState, rec: StepRecord) -> cmd.ScheduleStep:
@@ -1099,22 +1194,14 @@ def _schedule(program: Program, state: RunState, rec: StepRecord) -> cmd.Schedul
         timeout=spec.timeout,
         not_before=not_before,
         async_=spec.async_,
+        visit_attempt=rec.attempt + 1 - rec.attempt_base,
     )
 
 
-def _schedule_compensation(
-    program: Program, state: RunState, rec: StepRecord
-) -> cmd.ScheduleStep:
+def _schedule_compensation(program: Program, state: RunState, rec: StepRecord) -> cmd.ScheduleStep:
     comp = _compensation_spec(program, state, rec)
     spec = program.spec(state.frames[rec.frame].graph, rec.state)
-    frame = state.frames[rec.frame]
-    context = dict(frame.context if frame.context is not None else state.frames[""].context or {})
-    context["result"] = rec.output
-    scope = _Scope(state, frame, program, context=context, extra={"result": rec.output})
-    try:
-        comp_input = _resolve_input(comp.input, scope)
-    except LegatoError:
-        comp_input = {}
+    comp_input = rec.compensation_input if rec.compensation_input is not None else {}
     action = comp.action
     service = comp.service or (spec.service if action is None else None)
     not_before = (

@@ -77,7 +77,8 @@ class StepRecord:
     frame: str
     status: str
     iteration: int = 0
-    attempt: int = 0
+    attempt: int = 0  # rises across loop visits, so a late outcome of a past visit is stale
+    attempt_base: int = 0  # attempts made by earlier visits of this path
     input: Any = None
     output: Any = None
     error: dict[str, Any] | None = None
@@ -97,8 +98,10 @@ class StepRecord:
     next_index: int = 0
     succeeded: int = 0
     failed: int = 0
+    starting: bool = False  # foreach: inside the loop that starts iterations
     # compensation of this step (when the run fails or is cancelled later)
     compensation_status: str | None = None
+    compensation_input: Any = None  # resolved when the step completed, in its own frame
     compensation_attempt: int = 0
     compensation_error: dict[str, Any] | None = None
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from legato.engine.machine import Program
 from legato.engine.state import RunState, RunStatus, StepStatus
 
 
-def step_views(program: Program, state: RunState) -> list[dict[str, Any]]:
+def step_views(
+    program: Program, state: RunState, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """One entry per step visited, then the top-level states never reached.
 
     States never reached are ``pending`` while the run goes on and ``skipped`` once it has
@@ -18,14 +21,25 @@ def step_views(program: Program, state: RunState) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for rec in state.steps.values():
         status = rec.status
+        retry_at = None
         if status == StepStatus.SCHEDULED:
             status = "running"
+            # an attempt after the first, scheduled for after its backoff delay
+            if (
+                rec.attempt - rec.attempt_base > 1
+                and rec.due_at
+                and rec.scheduled_at
+                and rec.due_at > rec.scheduled_at
+                and (now is None or rec.due_at > now.isoformat())
+            ):
+                status = "retrying"
+                retry_at = rec.due_at
         view: dict[str, Any] = {
             "id": rec.path,
             "state": rec.state,
             "type": rec.type,
             "status": status,
-            "attempts": rec.attempt,
+            "attempts": rec.attempt - rec.attempt_base,
             "iteration": rec.iteration,
             "input": rec.input,
             "output": rec.output,
@@ -37,6 +51,8 @@ def step_views(program: Program, state: RunState) -> list[dict[str, Any]]:
         }
         if rec.status == StepStatus.RETRYING:
             view["next_attempt_at"] = rec.due_at
+        elif retry_at is not None:
+            view["next_attempt_at"] = retry_at
         if rec.compensation_status is not None:
             view["compensation"] = {
                 "status": rec.compensation_status,

@@ -99,6 +99,7 @@ def schedule_payload(c: cmd.ScheduleStep) -> dict[str, Any]:
     return {
         "path": c.path,
         "attempt": c.attempt,
+        "visit_attempt": c.visit_attempt or c.attempt,
         "idempotency_key": c.idempotency_key,
         "input": c.input,
         "action": c.action,

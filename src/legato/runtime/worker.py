@@ -308,7 +308,7 @@ class Worker:
             run_id=item.run_id,
             workflow=cached.state.workflow,
             step=p["path"],
-            attempt=p["attempt"],
+            attempt=p.get("visit_attempt") or p["attempt"],
             idempotency_key=p["idempotency_key"],
             tenant_id=item.scope.tenant_id,
             environment_id=item.scope.environment_id,
@@ -456,9 +456,8 @@ class Worker:
                         now_ts, lease_owner=self.owner, lease_seconds=self.options.lease_seconds
                     ),
                     done_work=[d for o in outcomes for d in o.done],
-                    finished_at=now
-                    if any(isinstance(e, ev.RunFinished) for e in adv.events)
-                    else None,
+                    # the state's own instant: an event after RunFinished must not clear it
+                    finished_at=finished_at_of(adv.state),
                     now=now,
                 )
             )
@@ -527,6 +526,11 @@ class Worker:
                     )
             except StoreError as exc:
                 log.warning("heartbeat failed", extra={"error": str(exc)})
+
+
+def finished_at_of(state: RunState) -> datetime | None:
+    """When the run finished (its RunFinished instant), for the run row; None until then."""
+    return datetime.fromisoformat(state.finished_at) if state.finished_at else None
 
 
 def _pid_alive(pid: int) -> bool:
