@@ -93,3 +93,48 @@ class Connector(Protocol):
     def capabilities(self) -> set[str]: ...
 
     async def aclose(self) -> None: ...
+
+
+class AuthProvider(Protocol):
+    """Credentials for one service (``connectors/auth.py`` builds one from its ``auth``).
+
+    Adapters ask for ``headers()`` on every call; after a 401/UNAUTHENTICATED they call
+    ``refresh()`` once and try again, and report AUTH_FAILED if that fails too.
+    """
+
+    async def headers(self) -> dict[str, str]:
+        """Headers (or gRPC metadata) that authenticate a call."""
+        ...
+
+    async def refresh(self) -> None:
+        """Forget cached credentials (an OAuth2 token) so the next call gets new ones."""
+        ...
+
+    def ssl_context(self) -> Any:
+        """An ``ssl.SSLContext`` with the client certificate (mTLS), or None."""
+        ...
+
+
+class NoAuth:
+    """A service that needs no credentials."""
+
+    async def headers(self) -> dict[str, str]:
+        return {}
+
+    async def refresh(self) -> None:
+        return None
+
+    def ssl_context(self) -> Any:
+        return None
+
+
+# How the hub builds an adapter: the class at this import path is called as
+# ``cls(config, auth=AuthProvider, network=NetworkPolicy)`` and must satisfy Connector.
+ADAPTERS: dict[str, str] = {
+    "rest": "legato.connectors.rest:RestConnector",
+    "graphql": "legato.connectors.graphql:GraphQLConnector",
+    "grpc": "legato.connectors.grpc:GrpcConnector",
+    "amqp": "legato.connectors.amqp:AmqpConnector",
+    "nats": "legato.connectors.nats:NatsConnector",
+    "soap": "legato.connectors.soap:SoapConnector",
+}
