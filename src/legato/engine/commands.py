@@ -37,6 +37,8 @@ class ScheduleStep(Command):
     compensation: bool = False
     async_: bool = False
     visit_attempt: int | None = None  # the attempt within this loop visit (what users see)
+    callback_token: str | None = None  # async steps: what the service calls back with
+    batch: dict[str, Any] | None = None  # {max_size, max_wait}: may be sent in a batch
 
     def __post_init__(self) -> None:
         if (self.action is None) == (self.service is None):

@@ -48,11 +48,18 @@ class RunStarted(Event):
     input: Any = None
     parent_run_id: str | None = None
     parent_path: str | None = None
+    secret: str | None = None  # drawn by the runtime; makes callback tokens unguessable
 
     def __post_init__(self) -> None:
         Event.__post_init__(self)
         if not self.run_id:
             raise ValueError("RunStarted needs a run_id")
+
+    def payload(self) -> dict[str, Any]:
+        data = Event.payload(self)
+        if data["secret"] is None:
+            del data["secret"]  # histories recorded before callback tokens had none
+        return data
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -117,6 +124,37 @@ class StepFailed(Event):
         data = Event.payload(self)
         data["started_at"] = self.started_at.isoformat() if self.started_at else None
         return data
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepAccepted(Event):
+    """An async operation was started; its result arrives later by callback or polling."""
+
+    kind: ClassVar[str] = "StepAccepted"
+    path: str
+    attempt: int
+    operation_id: str | None = None
+    started_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        Event.__post_init__(self)
+        _check_aware("started_at", self.started_at)
+
+    def payload(self) -> dict[str, Any]:
+        data = Event.payload(self)
+        data["started_at"] = self.started_at.isoformat() if self.started_at else None
+        return data
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CallbackReceived(Event):
+    """The result of an accepted async operation (``error`` set when it failed)."""
+
+    kind: ClassVar[str] = "CallbackReceived"
+    token: str
+    output: Any = None
+    error: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -194,6 +232,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StepScheduled,
         StepCompleted,
         StepFailed,
+        StepAccepted,
+        CallbackReceived,
         TimerStarted,
         TimerFired,
         SignalReceived,

@@ -19,6 +19,8 @@ need the old one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -253,6 +255,7 @@ def _start(program: Program, event: ev.RunStarted) -> RunState:
         started_at=_iso(event.at),
         parent_run_id=event.parent_run_id,
         parent_path=event.parent_path,
+        secret=event.secret,
         seq=1,
     )
     context: dict[str, Any] = {}
@@ -313,10 +316,16 @@ def _on_failed(program: Program, state: RunState, event: ev.StepFailed) -> None:
         return
     if event.started_at is not None:
         rec.started_at = _iso(event.started_at)
+    _attempt_failed(program, state, rec, dict(event.error), event.at)
+
+
+def _attempt_failed(
+    program: Program, state: RunState, rec: StepRecord, error: dict[str, Any], at: datetime
+) -> None:
+    """One attempt failed: retry per the step's policy, or fail the step for good."""
     frame = state.frames[rec.frame]
     spec = program.spec(frame.graph, rec.state)
     policy = _retry_policy(program, spec)
-    error = dict(event.error)
     error_class = _error_class(error)
     attempts = rec.attempt - rec.attempt_base
     if attempts < policy.max_attempts and error_class not in policy.non_retryable:
@@ -326,10 +335,73 @@ def _on_failed(program: Program, state: RunState, event: ev.StepFailed) -> None:
             delay = max(delay, float(retry_after))
         rec.status = StepStatus.RETRYING
         rec.error = error
-        rec.due_at = _iso(event.at + timedelta(seconds=delay))
+        rec.due_at = _iso(at + timedelta(seconds=delay))
         state.pending[f"s:{rec.path}"] = None
         return
-    _step_failed(program, state, rec, error, event.at)
+    _step_failed(program, state, rec, error, at)
+
+
+def _on_accepted(program: Program, state: RunState, event: ev.StepAccepted) -> None:
+    rec = state.steps.get(event.path)
+    if rec is None or rec.status != StepStatus.SCHEDULED or rec.attempt != event.attempt:
+        return
+    if event.started_at is not None:
+        rec.started_at = _iso(event.started_at)
+    rec.status = StepStatus.WAITING
+    rec.operation_id = event.operation_id
+    spec = program.spec(state.frames[rec.frame].graph, rec.state)
+    timeout = getattr(spec, "callback_timeout", None)
+    if timeout is not None:
+        timer_id = f"{rec.path}:{rec.iteration}:{rec.attempt}:callback"
+        fire_at = event.at + timedelta(seconds=timeout)
+        rec.timer_id = timer_id
+        rec.due_at = _iso(fire_at)
+        state.timers[timer_id] = {
+            "kind": "callback_timeout",
+            "path": rec.path,
+            "fire_at": _iso(fire_at),
+            "started": False,
+        }
+        state.pending[f"t:{timer_id}"] = None
+
+
+def _on_callback(program: Program, state: RunState, event: ev.CallbackReceived) -> None:
+    rec = callback_target(state, event.token)
+    if rec is None:
+        return  # unexpected or duplicate: the runtime refuses these before recording
+    if rec.timer_id is not None:
+        state.pending.pop(f"t:{rec.timer_id}", None)
+        rec.timer_id = None
+    if event.error is not None:
+        rec.status = StepStatus.SCHEDULED  # the attempt is what failed
+        _attempt_failed(program, state, rec, dict(event.error), event.at)
+        return
+    _complete_step(program, state, rec, event.output, event.at)
+
+
+def callback_token(state: RunState, rec: StepRecord) -> str:
+    """The token an async step's service calls back with: it names the run and the step
+    visit, and carries a digest keyed by the run's secret, so it cannot be guessed.
+    It is the same on every attempt of the visit, so a service that deduplicates a
+    retried start by idempotency key calls back with a token that still fits."""
+    key = idempotency_key(state, rec)
+    digest = hashlib.sha256(f"{state.secret or ''}|{key}".encode()).hexdigest()[:32]
+    return f"{state.run_id}~{digest}"
+
+
+def callback_target(state: RunState, token: str) -> StepRecord | None:
+    """The step waiting for this callback token, if any (else: unexpected or duplicate)."""
+    run_id, _, _ = token.partition("~")
+    if run_id != state.run_id:
+        return None
+    for rec in state.steps.values():
+        if (
+            rec.status == StepStatus.WAITING
+            and rec.type == "task"
+            and hmac.compare_digest(callback_token(state, rec), token)
+        ):
+            return rec
+    return None
 
 
 def _on_timer_started(program: Program, state: RunState, event: ev.TimerStarted) -> None:
@@ -362,6 +434,21 @@ def _on_timer_fired(program: Program, state: RunState, event: ev.TimerFired) -> 
         return
     if timer["kind"] == "wait":
         _complete_step(program, state, rec, None, event.at)
+        return
+    if timer["kind"] == "callback_timeout":
+        rec.timer_id = None
+        rec.status = StepStatus.SCHEDULED  # the attempt is what timed out
+        _attempt_failed(
+            program,
+            state,
+            rec,
+            _error(
+                f"no callback for step {rec.path!r} arrived within its callback_timeout",
+                ErrorClass.TIMEOUT,
+                operation_id=rec.operation_id,
+            ),
+            event.at,
+        )
         return
     if timer["kind"] == "subflow_timeout":
         _step_failed(
@@ -493,6 +580,8 @@ _HANDLERS: dict[type[ev.Event], Any] = {
     ev.StepScheduled: _on_scheduled,
     ev.StepCompleted: _on_completed,
     ev.StepFailed: _on_failed,
+    ev.StepAccepted: _on_accepted,
+    ev.CallbackReceived: _on_callback,
     ev.TimerStarted: _on_timer_started,
     ev.TimerFired: _on_timer_fired,
     ev.SignalReceived: _on_signal,
@@ -1195,6 +1284,12 @@ def _schedule(program: Program, state: RunState, rec: StepRecord) -> cmd.Schedul
         not_before=not_before,
         async_=spec.async_,
         visit_attempt=rec.attempt + 1 - rec.attempt_base,
+        callback_token=callback_token(state, rec) if spec.async_ else None,
+        batch=(
+            {"max_size": spec.batch.max_size, "max_wait": spec.batch.max_wait}
+            if spec.batch is not None and spec.batch.enabled
+            else None
+        ),
     )
 
 

@@ -90,6 +90,7 @@ class StepRecord:
     timer_id: str | None = None
     child_run_id: str | None = None
     correlation: str | None = None
+    operation_id: str | None = None  # an accepted async operation's handle
     caught: bool = False
     # parallel / foreach bookkeeping
     children: list[str] = field(default_factory=list)
@@ -137,6 +138,7 @@ class RunState:
     finished: bool = False  # RunFinished recorded
     parent_run_id: str | None = None
     parent_path: str | None = None
+    secret: str | None = None  # from RunStarted; keys the callback tokens
     seq: int = 0  # events applied
     frames: dict[str, Frame] = field(default_factory=dict)
     steps: dict[str, StepRecord] = field(default_factory=dict)

@@ -38,7 +38,13 @@ from legato.engine.views import step_views
 from legato.errors import ConflictError, DefinitionError, InputError, NotFoundError, UsageError
 from legato.runtime.advance import advance
 from legato.runtime.clock import Clock, SystemClock
-from legato.runtime.worker import Programs, Worker, WorkerOptions, start_run
+from legato.runtime.worker import (
+    Programs,
+    Worker,
+    WorkerOptions,
+    finished_at_of,
+    start_run,
+)
 from legato.store import Scope, SqlStore
 from legato.store.records import EventRecord, RunCommit, RunRecord
 
@@ -313,7 +319,7 @@ class Engine:
     async def _result(self, record: RunRecord) -> RunResult:
         state = RunState.from_dict(record.snapshot)
         program = await self.programs.get(self.scope, record.workflow, record.workflow_version)
-        return _result_of(program, state, record.status)
+        return _result_of(program, state, record.status, self.clock.now())
 
     async def wait(self, run_id: str, *, timeout: float | None = None) -> RunResult:
         """Wait until the run ends (completed, failed, cancelled or compensation_failed)."""
@@ -440,9 +446,8 @@ class Engine:
                             lease_seconds=self.options.lease_seconds,
                         ),
                         done_work=[],
-                        finished_at=now
-                        if any(isinstance(e, ev.RunFinished) for e in adv.events)
-                        else None,
+                        # the state's own instant: an event after RunFinished must not clear it
+                        finished_at=finished_at_of(adv.state),
                         now=now,
                         signals_delivered=list(signals_delivered or []),
                     )
@@ -455,7 +460,7 @@ class Engine:
                         self.worker.dispatch(item)
                     self.worker.wake()
                 self._on_commit(self.scope, run_id, adv.state)
-                return _result_of(program, adv.state, str(adv.state.status))
+                return _result_of(program, adv.state, str(adv.state.status), now)
             await asyncio.sleep(0.01)
         raise ConflictError(f"run {run_id} kept changing; try again")
 
@@ -466,7 +471,9 @@ def _restamp(event: ev.Event, at: datetime) -> ev.Event:
     return dataclasses.replace(event, at=at)
 
 
-def _result_of(program: Program, state: RunState, status: str) -> RunResult:
+def _result_of(
+    program: Program, state: RunState, status: str, now: datetime | None = None
+) -> RunResult:
     return RunResult(
         run_id=state.run_id,
         workflow=state.workflow,
@@ -474,7 +481,7 @@ def _result_of(program: Program, state: RunState, status: str) -> RunResult:
         status=status,
         output=state.output,
         error=state.error,
-        steps=step_views(program, state),
+        steps=step_views(program, state, now),
         started_at=state.started_at,
         finished_at=state.finished_at,
         parent_run_id=state.parent_run_id,
