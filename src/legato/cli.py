@@ -115,6 +115,7 @@ def _parse_json_arg(value: str | None, what: str) -> Any:
 
 
 def _engine(settings: Settings, *, worker: bool, services: Path | None = None) -> Any:
+    services = services or (Path(settings.services) if settings.services else None)
     from legato.activity import ActivityRegistry
     from legato.runtime.local import Engine
     from legato.runtime.worker import WorkerOptions
@@ -132,6 +133,7 @@ def _engine(settings: Settings, *, worker: bool, services: Path | None = None) -
             default_step_timeout=settings.step_timeout,
         ),
         sqlite_synchronous=settings.sqlite_synchronous,
+        services=services,
     )
 
 
@@ -483,6 +485,44 @@ def signal(
 
 
 @app.command()
+def callback(
+    token: str = typer.Argument(..., help="The callback token the service was given."),
+    data: str | None = typer.Option(None, "--data", help="The result: JSON, or @file.json."),
+    error: str | None = typer.Option(None, "--error", help="Report a failure with this message."),
+    error_class: str = typer.Option(
+        "PERMANENT", "--error-class", help="RETRYABLE, PERMANENT, TIMEOUT, ... (with --error)."
+    ),
+    db: str | None = DbOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Deliver the result of an async service operation to the step waiting for it."""
+    settings = _settings(db)
+
+    async def main() -> None:
+        from legato.errors import ErrorClass
+
+        payload = _parse_json_arg(data, "--data")
+        failure = None
+        if error is not None:
+            try:
+                cls = ErrorClass(error_class.upper())
+            except ValueError:
+                raise InputError(
+                    f"--error-class {error_class!r} is not one of "
+                    f"{', '.join(c.value for c in ErrorClass)}"
+                ) from None
+            failure = {"message": error, "error_class": cls.value}
+        async with _engine(settings, worker=False) as engine:
+            result = await engine.callback(token, payload, error=failure)
+        if as_json:
+            print(json.dumps({"run_id": result.run_id, "status": result.status}))
+        else:
+            out.print(f"callback delivered to run {result.run_id} ({_status(result.status)})")
+
+    _run(main())
+
+
+@app.command()
 def cancel(run_id: str, db: str | None = DbOption) -> None:
     """Cancel a run; the compensations of its completed steps run in reverse order."""
     settings = _settings(db)
@@ -500,6 +540,7 @@ def worker(
     db: str | None = DbOption,
     activities: list[str] | None = ActivitiesOption,
     concurrency: int | None = typer.Option(None, "--concurrency"),
+    services: Path | None = typer.Option(None, "--services", help="services.yaml registry."),
     until_idle: bool = typer.Option(
         False, "--until-idle", help="Exit once no run is unfinished (for scripts and tests)."
     ),
@@ -510,7 +551,7 @@ def worker(
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
 
     async def main() -> None:
-        async with _engine(settings, worker=True) as engine:
+        async with _engine(settings, worker=True, services=services) as engine:
             err.print(f"legato worker {engine.worker.owner} on {settings.db}")
             while True:
                 await asyncio.sleep(0.5)

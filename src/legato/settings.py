@@ -4,6 +4,7 @@
 | --- | --- | --- |
 | LEGATO_DB | legato.db | database: a SQLite path/URL or a PostgreSQL URL |
 | LEGATO_ACTIVITIES | (none) | comma-separated import paths of your activities |
+| LEGATO_SERVICES | (none) | a services.yaml registry: tasks naming a `service` call it |
 | LEGATO_WORKER_CONCURRENCY | 100 | steps a worker runs at once |
 | LEGATO_LEASE_SECONDS | 30 | how long a claimed step is a worker's before others may take it |
 | LEGATO_POLL_INTERVAL | 0.25 | seconds between looks for due work when idle |
@@ -39,6 +40,7 @@ class Settings(BaseModel):
 
     db: str = "legato.db"
     activities: tuple[str, ...] = ()
+    services: str | None = None
     worker_concurrency: int = Field(100, ge=1, le=100_000)
     lease_seconds: float = Field(30.0, gt=0)
     poll_interval: float = Field(0.25, gt=0)

@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from typing import Any
 from legato.activity import ActivityRegistry, activity
 from legato.dsl.model import Definition
 from legato.engine import events as ev
-from legato.engine.machine import Program
+from legato.engine.machine import Program, callback_target
 from legato.engine.state import RunState, RunStatus
 from legato.engine.views import step_views
 from legato.errors import ConflictError, DefinitionError, InputError, NotFoundError, UsageError
@@ -153,12 +153,23 @@ class Engine:
         clock: Clock | None = None,
         sqlite_synchronous: str = "FULL",
         connectors: Any = None,
+        services: str | os.PathLike[str] | None = None,
     ) -> AsyncIterator[Engine]:
-        """Open the store at ``url`` (a SQLite path or URL, or a PostgreSQL URL)."""
+        """Open the store at ``url`` (a SQLite path or URL, or a PostgreSQL URL).
+
+        ``services`` is a services.yaml registry: tasks naming a ``service`` then call it
+        through the connectors (adapters, auth, circuit breaker, rate limit)."""
         store = await SqlStore.open(os.fspath(url), sqlite_synchronous=sqlite_synchronous)
         try:
             reg = registry or ActivityRegistry()
-            async with reg:
+            async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(reg)
+                if connectors is None and services is not None:
+                    from legato.connectors.hub import Connectors
+
+                    connectors = await stack.enter_async_context(
+                        Connectors.from_file(services, store=store, network=reg.network)
+                    )
                 if registry is None:
                     reg.include_builtins()
                 for item in activities:
@@ -377,9 +388,38 @@ class Engine:
         return await self.store.list_runs(self.scope, status=status, workflow=workflow, limit=limit)
 
     async def history(self, run_id: str) -> list[EventRecord]:
+        """The run's event log. The run's callback secret is masked."""
         self._check_open()
         await self.store.get_run(self.scope, run_id)  # NotFoundError names the run
-        return await self.store.list_events(self.scope, run_id)
+        events = await self.store.list_events(self.scope, run_id)
+        return [_mask_secret(e) for e in events]
+
+    async def callback(
+        self, token: str, output: Any = None, *, error: dict[str, Any] | None = None
+    ) -> RunResult:
+        """Deliver the result of an async operation (``async: true`` steps).
+
+        ``token`` is the callback token the service was given. An unexpected or duplicate
+        callback raises ConflictError and changes nothing."""
+        self._check_open()
+        run_id, sep, _ = token.partition("~")
+        if not sep or not run_id:
+            raise InputError(
+                f"{token!r} is not a callback token; use the token the service was given"
+            )
+        if error is not None:
+            error = {"message": "the service reported a failure", **error}
+            error.setdefault("error_class", "PERMANENT")
+        event = ev.CallbackReceived(at=self.clock.now(), token=token, output=output, error=error)
+
+        def check(state: RunState) -> None:
+            if callback_target(state, token) is None:
+                raise ConflictError(
+                    f"unexpected or duplicate callback for run {run_id}: no step is waiting "
+                    "for this token (it was answered already, timed out, or never existed)"
+                )
+
+        return await self._transact(run_id, event, check=check)
 
     async def verify(self, run_id: str | None = None) -> dict[str, int | None]:
         """Check hash chains. Returns {run_id: first broken seq, or None when intact}."""
@@ -419,14 +459,21 @@ class Engine:
         return await self._transact(run_id, ev.CancelRequested(at=self.clock.now(), reason=reason))
 
     async def _transact(
-        self, run_id: str, event: ev.Event, *, signals_delivered: list[int] | None = None
+        self,
+        run_id: str,
+        event: ev.Event,
+        *,
+        signals_delivered: list[int] | None = None,
+        check: Callable[[RunState], None] | None = None,
     ) -> RunResult:
         for _ in range(50):
             record = await self.store.get_run(self.scope, run_id)
+            state = RunState.from_dict(record.snapshot)
+            if check is not None:
+                check(state)
             if record.status in TERMINAL and not isinstance(event, ev.SignalReceived):
                 return await self._result(record)
             program = await self.programs.get(self.scope, record.workflow, record.workflow_version)
-            state = RunState.from_dict(record.snapshot)
             now = self.clock.now()
             event = _restamp(event, now)
             adv = advance(program, state, [event], now)
@@ -463,6 +510,14 @@ class Engine:
                 return _result_of(program, adv.state, str(adv.state.status), now)
             await asyncio.sleep(0.01)
         raise ConflictError(f"run {run_id} kept changing; try again")
+
+
+def _mask_secret(event: EventRecord) -> EventRecord:
+    if event.type != "RunStarted" or not event.payload.get("secret"):
+        return event
+    import dataclasses
+
+    return dataclasses.replace(event, payload={**event.payload, "secret": "***"})
 
 
 def _restamp(event: ev.Event, at: datetime) -> ev.Event:

@@ -22,10 +22,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,8 +34,8 @@ from typing import Any
 from legato.activity import ActivityRegistry
 from legato.dsl.model import Definition
 from legato.engine import events as ev
-from legato.engine.machine import Program, compile_definition, wanted
-from legato.engine.state import RunState
+from legato.engine.machine import Program, callback_token, compile_definition, wanted
+from legato.engine.state import RunState, StepStatus
 from legato.errors import (
     ConflictError,
     ErrorClass,
@@ -45,8 +46,9 @@ from legato.errors import (
 )
 from legato.runtime.advance import Advanced, advance
 from legato.runtime.clock import Clock, SystemClock
+from legato.runtime.services import ServiceSteps
 from legato.store import Scope, SqlStore
-from legato.store.records import RunCommit, WorkItem
+from legato.store.records import NewWork, RunCommit, WorkItem
 
 log = logging.getLogger("legato.worker")
 
@@ -75,6 +77,7 @@ class _Outcome:
     events: list[ev.Event]
     done: list[tuple[int, int]] = field(default_factory=list)
     attempts: int = 0
+    extra_work: list[NewWork] = field(default_factory=list)  # e.g. the next status poll
 
 
 class Programs:
@@ -123,6 +126,9 @@ class Worker:
         self.clock = clock or SystemClock()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.connectors = connectors
+        self.services = (
+            ServiceSteps(connectors, now=self.clock.now) if connectors is not None else None
+        )
         self._states: OrderedDict[tuple[Scope, str], _Cached] = OrderedDict()
         self._queue: asyncio.Queue[_Outcome] = asyncio.Queue()
         self._slots = asyncio.Semaphore(self.options.concurrency)
@@ -159,6 +165,8 @@ class Worker:
         """Stop claiming, let in-flight work finish its commit, release what is left."""
         self._stopping = True
         self._wake.set()
+        if self.services is not None:
+            await self.services.aclose()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -290,6 +298,8 @@ class Worker:
             return await self._start_child(item)
         if item.kind == "step":
             return await self._run_step(item)
+        if item.kind == "poll":
+            return await self._poll(item)
         log.warning("unknown work kind; dropping it", extra={"kind": item.kind})
         return _Outcome(item.scope, item.run_id, [], done)
 
@@ -315,27 +325,22 @@ class Worker:
             run_input=cached.state.input,
         )
         timeout = p.get("timeout") or self.options.default_step_timeout
+        extra: list[NewWork] = []
         try:
-            coro: Awaitable[Any]
+            event: ev.Event
             if p.get("action"):
-                coro = self.activities.invoke(p["action"], p.get("input"), ctx)
-            elif self.connectors is not None:
-                coro = self.connectors.execute(p, ctx)
-            else:
-                raise StepError(
-                    f"step {p['path']!r} calls service {p.get('service')!r} operation "
-                    f"{p.get('operation')!r}, but no service registry is configured; "
-                    "pass --services services.yaml",
-                    error_class=ErrorClass.PERMANENT,
+                output = await asyncio.wait_for(
+                    self.activities.invoke(p["action"], p.get("input"), ctx), timeout
                 )
-            output = await asyncio.wait_for(coro, timeout)
-            event: ev.Event = ev.StepCompleted(
-                at=self.clock.now(),
-                path=p["path"],
-                attempt=p["attempt"],
-                output=output,
-                started_at=started,
-            )
+                event = ev.StepCompleted(
+                    at=self.clock.now(),
+                    path=p["path"],
+                    attempt=p["attempt"],
+                    output=output,
+                    started_at=started,
+                )
+            else:
+                event, extra = await self._run_service_step(item, cached.state, p, timeout, started)
         except TimeoutError:
             event = ev.StepFailed(
                 at=self.clock.now(),
@@ -369,6 +374,103 @@ class Worker:
                 ).to_dict(),
                 started_at=started,
             )
+        return _Outcome(item.scope, item.run_id, [event], done, extra_work=extra)
+
+    async def _run_service_step(
+        self,
+        item: WorkItem,
+        state: RunState,
+        p: dict[str, Any],
+        timeout: float | None,
+        started: datetime,
+    ) -> tuple[ev.Event, list[NewWork]]:
+        if self.services is None:
+            raise StepError(
+                f"step {p['path']!r} calls service {p.get('service')!r} operation "
+                f"{p.get('operation')!r}, but no service registry is configured; "
+                "pass --services services.yaml (or LEGATO_SERVICES)",
+                error_class=ErrorClass.PERMANENT,
+            )
+        task = self.services.task(
+            p, scope=item.scope, run_id=item.run_id, workflow=state.workflow, timeout=timeout
+        )
+        kind, result = await asyncio.wait_for(self.services.run(p, task, item.scope), timeout)
+        if kind == "accepted":
+            extra: list[NewWork] = []
+            interval = self.services.poll_interval(task.service)
+            if interval is not None and result.operation_id:
+                extra.append(
+                    NewWork(
+                        kind="poll",
+                        key=p["path"],
+                        attempt=1,
+                        payload={**p, "operation_id": result.operation_id, "interval": interval},
+                        visible_at=self.clock.now().timestamp() + interval,
+                    )
+                )
+            accepted = ev.StepAccepted(
+                at=self.clock.now(),
+                path=p["path"],
+                attempt=p["attempt"],
+                operation_id=result.operation_id,
+                started_at=started,
+                metadata=result.step_metadata(),
+            )
+            return accepted, extra
+        completed = ev.StepCompleted(
+            at=self.clock.now(),
+            path=p["path"],
+            attempt=p["attempt"],
+            output=result.output,
+            started_at=started,
+            metadata=result.step_metadata(),
+        )
+        return completed, []
+
+    async def _poll(self, item: WorkItem) -> _Outcome | None:
+        """Ask a service whether an accepted async operation is done (CheckStatus)."""
+        p = item.payload
+        done = [(item.id, item.fence)]
+        try:
+            cached = await self.load(item.scope, item.run_id)
+        except NotFoundError:
+            return None
+        rec = cached.state.steps.get(p["path"])
+        if (
+            rec is None
+            or rec.status != StepStatus.WAITING
+            or rec.operation_id != p["operation_id"]
+            or self.services is None
+        ):
+            return _Outcome(item.scope, item.run_id, [], done)  # no longer waiting: drop
+        token = callback_token(cached.state, rec)
+        task = self.services.task(
+            p,
+            scope=item.scope,
+            run_id=item.run_id,
+            workflow=cached.state.workflow,
+            timeout=None,
+        )
+        try:
+            result = await self.services.poll(task, p["operation_id"])
+        except LegatoError as exc:
+            error = exc.to_dict()
+            error.setdefault("error_class", ErrorClass.PERMANENT.value)
+            event = ev.CallbackReceived(at=self.clock.now(), token=token, error=error)
+            return _Outcome(item.scope, item.run_id, [event], done)
+        except Exception as exc:  # a polling hiccup: poll again later
+            log.warning("status poll failed", extra={"run_id": item.run_id, "error": str(exc)})
+            result = None
+        if result is None:
+            again = NewWork(
+                kind="poll",
+                key=p["path"],
+                attempt=item.attempt + 1,
+                payload=p,
+                visible_at=self.clock.now().timestamp() + float(p["interval"]),
+            )
+            return _Outcome(item.scope, item.run_id, [], done, extra_work=[again])
+        event = ev.CallbackReceived(at=self.clock.now(), token=token, output=result.output)
         return _Outcome(item.scope, item.run_id, [event], done)
 
     async def _start_child(self, item: WorkItem) -> _Outcome | None:
@@ -454,7 +556,8 @@ class Worker:
                     events=adv.new_events(),
                     add_work=adv.new_work(
                         now_ts, lease_owner=self.owner, lease_seconds=self.options.lease_seconds
-                    ),
+                    )
+                    + [w for o in outcomes for w in o.extra_work],
                     done_work=[d for o in outcomes for d in o.done],
                     # the state's own instant: an event after RunFinished must not clear it
                     finished_at=finished_at_of(adv.state),
@@ -573,6 +676,7 @@ async def start_run(
         input=input,
         parent_run_id=parent_run_id,
         parent_path=parent_path,
+        secret=secrets.token_hex(16),
     )
     adv = advance(program, None, [started], now)
     work = adv.new_work(now.timestamp(), lease_owner=lease_owner, lease_seconds=lease_seconds)
