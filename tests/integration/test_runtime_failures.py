@@ -13,6 +13,7 @@ import pytest
 
 import legato
 from legato import Definition, Engine, ErrorClass, RunResult, StepError
+from legato.errors import ConflictError
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "fixtures" / "workflows"
 WAIT = 10.0
@@ -733,8 +734,9 @@ async def test_cancelling_a_waiting_run_compensates_and_ends_cancelled(
     kinds = [e.type for e in history]
     assert kinds.index("CancelRequested") < kinds.index("RunFinished")
 
-    # a signal after the end changes nothing, and the run keeps its finish time
-    await engine.signal(run_id, "approved", {"late": True})
+    # a signal after the end is refused, changes nothing, and the run keeps its finish time
+    with pytest.raises(ConflictError, match="already ended"):
+        await engine.signal(run_id, "approved", {"late": True})
     again = await engine.get(run_id)
     assert again.status == "cancelled"
     record = await engine.store.get_run(engine.scope, run_id)
@@ -742,11 +744,6 @@ async def test_cancelling_a_waiting_run_compensates_and_ends_cancelled(
     assert record.finished_at.isoformat() == result.finished_at
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cancelling (or failing) a parent leaves the child run of its subflow step "
-    "running; the child is never cancelled",
-)
 async def test_cancelling_a_parent_cancels_the_child_it_waits_for(engine: Engine) -> None:
     await engine.deploy(wf("waits_forever", {"hold": {"type": "wait", "event": {"name": "never"}}}))
     parent = wf("parent_of_forever", {"sub": {"type": "subflow", "workflow": "waits_forever"}})
@@ -785,11 +782,6 @@ async def test_a_finished_run_keeps_its_finish_time_when_a_stale_timer_fires(
     assert (await engine.get(result.run_id)).status == "completed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: work rows of a finished run (the run-timeout timer, a losing branch's wait) "
-    "stay in due_work and their outcome is appended after RunFinished",
-)
 async def test_a_finished_run_history_ends_with_run_finished(engine: Engine) -> None:
     definition = wf("done_before_timeout", {"x": {"type": "task", "action": "noop"}}, timeout=0.2)
     result = await engine.run(definition, {}, timeout=WAIT)

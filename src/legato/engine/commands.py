@@ -80,6 +80,17 @@ class StartChild(Command):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class CancelChild(Command):
+    """Cancel child run ``child_run_id``: its parent was cancelled or failed meanwhile."""
+
+    path: str
+    child_run_id: str
+
+    def record(self, at: datetime) -> ev.Event:
+        return ev.ChildCancelRequested(at=at, path=self.path, child_run_id=self.child_run_id)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class FinishRun(Command):
     status: str
     output: Any = None

@@ -212,6 +212,15 @@ class ChildFinished(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ChildCancelRequested(Event):
+    """The runtime accepted to cancel a child run whose parent no longer waits for it."""
+
+    kind: ClassVar[str] = "ChildCancelRequested"
+    path: str
+    child_run_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CancelRequested(Event):
     kind: ClassVar[str] = "CancelRequested"
     reason: str = "cancelled"
@@ -239,6 +248,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SignalReceived,
         ChildStarted,
         ChildFinished,
+        ChildCancelRequested,
         CancelRequested,
         RunFinished,
     )

@@ -571,6 +571,10 @@ def _on_cancel(program: Program, state: RunState, event: ev.CancelRequested) -> 
     )
 
 
+def _on_child_cancel(program: Program, state: RunState, event: ev.ChildCancelRequested) -> None:
+    state.pending.pop(f"x:{event.path}", None)
+
+
 def _on_finished(program: Program, state: RunState, event: ev.RunFinished) -> None:
     state.finished = True
     state.finished_at = _iso(event.at)
@@ -588,6 +592,7 @@ _HANDLERS: dict[type[ev.Event], Any] = {
     ev.ChildStarted: _on_child_started,
     ev.ChildFinished: _on_child_finished,
     ev.CancelRequested: _on_cancel,
+    ev.ChildCancelRequested: _on_child_cancel,
     ev.RunFinished: _on_finished,
 }
 
@@ -1099,10 +1104,13 @@ def _cancel_frame(state: RunState, frame: Frame, at: datetime) -> None:
 def _cancel_step(state: RunState, rec: StepRecord, at: datetime) -> None:
     if rec.status not in ACTIVE_STEP:
         return
+    was_waiting_for_child = rec.type == "subflow" and rec.status == StepStatus.WAITING
     rec.status = StepStatus.CANCELLED
     rec.finished_at = _iso(at)
     state.pending.pop(f"s:{rec.path}", None)
     state.pending.pop(f"c:{rec.path}", None)
+    if was_waiting_for_child and rec.child_run_id:
+        state.pending[f"x:{rec.path}"] = None  # the child it waits for is cancelled too
     if rec.timer_id is not None:
         state.pending.pop(f"t:{rec.timer_id}", None)
     for child_id in rec.children:
@@ -1113,7 +1121,7 @@ def _cancel_step(state: RunState, rec: StepRecord, at: datetime) -> None:
 
 def _clear_pending(state: RunState) -> None:
     for key in list(state.pending):
-        if not key.startswith("k:"):
+        if not key.startswith(("k:", "x:")):  # compensations and child cancellations stay
             del state.pending[key]
 
 
@@ -1256,6 +1264,10 @@ def decide(program: Program, state: RunState) -> list[cmd.Command]:
             )
         elif kind == "k":
             out.append(_schedule_compensation(program, state, state.steps[ref]))
+        elif kind == "x":
+            rec = state.steps[ref]
+            assert rec.child_run_id is not None
+            out.append(cmd.CancelChild(path=ref, child_run_id=rec.child_run_id))
     if state.terminal and not state.finished:
         out.append(cmd.FinishRun(status=state.status, output=state.output, error=state.error))
     return out

@@ -75,6 +75,17 @@ class Advanced:
                         visible_at=now,
                     )
                 )
+            elif isinstance(c, cmd.CancelChild):
+                out.append(
+                    NewWork(
+                        run_id=c.child_run_id,
+                        kind="cancel",
+                        key=f"parent:{self.state.run_id}",
+                        attempt=1,
+                        payload={"reason": f"its parent run {self.state.run_id} ended"},
+                        visible_at=now,
+                    )
+                )
             elif isinstance(c, cmd.FinishRun) and self.state.parent_run_id:
                 out.append(
                     NewWork(

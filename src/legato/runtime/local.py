@@ -471,7 +471,12 @@ class Engine:
             state = RunState.from_dict(record.snapshot)
             if check is not None:
                 check(state)
-            if record.status in TERMINAL and not isinstance(event, ev.SignalReceived):
+            if record.status in TERMINAL:
+                if isinstance(event, ev.SignalReceived):
+                    raise ConflictError(
+                        f"run {run_id} has already ended ({record.status}); "
+                        f"signal {event.name!r} was not delivered"
+                    )
                 return await self._result(record)
             program = await self.programs.get(self.scope, record.workflow, record.workflow_version)
             now = self.clock.now()

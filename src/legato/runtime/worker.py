@@ -280,6 +280,19 @@ class Worker:
 
     async def _outcome_for(self, item: WorkItem) -> _Outcome | None:
         done = [(item.id, item.fence)]
+        try:
+            cached = await self.load(item.scope, item.run_id)
+        except NotFoundError:
+            return None
+        if cached.state.finished and item.kind != "child":
+            # a leftover of a finished run (its run timeout, a late notice): nothing to add.
+            # (A child spawned with wait=false may still be waiting to start: it goes on.)
+            return _Outcome(item.scope, item.run_id, [], done)
+        if item.kind == "cancel":
+            event_: ev.Event = ev.CancelRequested(
+                at=self.clock.now(), reason=str(item.payload.get("reason", "cancelled"))
+            )
+            return _Outcome(item.scope, item.run_id, [event_], done)
         if item.kind == "timer":
             event: ev.Event = ev.TimerFired(at=self.clock.now(), timer_id=item.key)
             return _Outcome(item.scope, item.run_id, [event], done)
@@ -615,8 +628,12 @@ class Worker:
     # ---- leases ---------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
+        # Extend leases well before they expire, however short they are: a lease that
+        # lapses under a running step is re-claimed (even by this worker), its fence moves
+        # on, and the step's outcome is dropped and the step run again.
+        interval = min(self.options.heartbeat_interval, self.options.lease_seconds / 3)
         while True:
-            await asyncio.sleep(self.options.heartbeat_interval)
+            await asyncio.sleep(interval)
             now = self.clock.now().timestamp()
             try:
                 await self.store.heartbeat(self.owner, now)
