@@ -17,6 +17,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from legato.errors import (
@@ -73,16 +74,25 @@ class _Exit(Exception):
 
 def _settings(db: str | None, activities: list[str] | None = None) -> Settings:
     extra = tuple(activities or ())
-    base = Settings.from_env(db=db)
+    try:
+        base = Settings.from_env(db=db)
+        level = logging.getLevelName(base.log_level.upper())
+        if not isinstance(level, int):
+            raise ConfigurationError(
+                f"invalid settings: LEGATO_LOG_LEVEL: unknown level {base.log_level!r}. "
+                "Fix: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            )
+    except LegatoError as exc:
+        raise typer.Exit(_fail(exc)) from None
     if extra:
         base = base.model_copy(update={"activities": base.activities + extra})
-    logging.basicConfig(level=base.log_level.upper(), stream=sys.stderr)
+    logging.basicConfig(level=level, stream=sys.stderr)
     return base
 
 
 def _fail(exc: LegatoError) -> int:
     code = 2 if isinstance(exc, DefinitionError | InputError | ConfigurationError) else 1
-    err.print(f"[red]error:[/red] {exc.message}", highlight=False, markup=True)
+    err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
     return code
 
 
@@ -102,15 +112,19 @@ def _parse_json_arg(value: str | None, what: str) -> Any:
     if value.startswith("@"):
         path = Path(value[1:])
         if not path.is_file():
-            raise InputError(f"{what}: file {str(path)!r} does not exist")
+            raise InputError(
+                f"{what}: file {str(path)!r} does not exist. Fix: check the path (relative "
+                f'to {str(Path.cwd())!r}), or pass the JSON itself: {what} \'{{"name": "Ada"}}\''
+            )
         text = path.read_text(encoding="utf-8")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        where = value[1:] if value.startswith("@") else what
+        where = f"{what} file {value[1:]!r}" if value.startswith("@") else what
         raise InputError(
-            f"{where} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            f'pass a JSON object such as \'{{"name": "Ada"}}\' or @file.json'
+            f"{where} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). "
+            f'Fix: correct it there; pass a JSON value such as \'{{"name": "Ada"}}\' '
+            "or @file.json"
         ) from exc
 
 
@@ -169,10 +183,20 @@ def run(
                     out.print(run_id)
                 return 0
             result: RunResult
-            if as_json:
-                result = await engine.wait(run_id, timeout=timeout)
-            else:
-                result = await _follow(engine, run_id, timeout)
+            try:
+                if as_json:
+                    result = await engine.wait(run_id, timeout=timeout)
+                else:
+                    result = await _follow(engine, run_id, timeout)
+            except TimeoutError:
+                result = await engine.get(run_id)
+                err.print(
+                    f"[red]error:[/red] run {run_id} did not end within {timeout:g} s "
+                    f"(it is {result.status}). Fix: a `legato worker` on this database "
+                    f"carries it on; see it with `legato show {run_id}`",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         if as_json:
             print(json.dumps(result.to_json(), default=str))
         else:
@@ -188,7 +212,7 @@ def _load_checked(file: Path, settings: Settings, services: Path | None) -> Any:
     from legato.dsl.loader import load_file
 
     if not file.is_file():
-        raise InputError(f"definition file {str(file)!r} does not exist")
+        raise InputError(_missing_definition(file))
     service_caps = None
     if services is not None:
         from legato.connectors.registry import load_service_capabilities
@@ -199,6 +223,13 @@ def _load_checked(file: Path, settings: Settings, services: Path | None) -> Any:
     )
     definition = result.raise_for_errors()
     return definition, file.read_text(encoding="utf-8")
+
+
+def _missing_definition(file: Path) -> str:
+    return (
+        f"definition file {str(file)!r} does not exist. Fix: check the path (relative to "
+        f"{str(Path.cwd())!r}); a definition is a .yaml, .yml or .json file"
+    )
 
 
 async def _follow(engine: Any, run_id: str, timeout: float | None) -> Any:
@@ -212,19 +243,26 @@ async def _follow(engine: Any, run_id: str, timeout: float | None) -> Any:
                 last = current
             return last
 
-        result = await asyncio.wait_for(watch(), timeout)
+        try:
+            result = await asyncio.wait_for(watch(), timeout)
+        finally:
+            live.stop()
+            if not err.is_terminal:
+                err.line()  # Live ends its last line on a terminal only
     return result
 
 
 def _steps_table(result: Any) -> Table:
-    table = Table(title=f"{result.workflow} · run {result.run_id} · {_status(result.status)}")
+    table = Table(
+        title=f"{escape(result.workflow)} · run {escape(result.run_id)} · {_status(result.status)}"
+    )
     table.add_column("step")
     table.add_column("status")
     table.add_column("attempts", justify="right")
     table.add_column("took", justify="right")
     for step in result.steps:
         table.add_row(
-            step["id"],
+            escape(step["id"]),
             _status(step["status"]),
             str(step.get("attempts") or ""),
             _took(step),
@@ -251,7 +289,11 @@ def _took(step: dict[str, Any]) -> str:
 def _print_result(result: Any) -> None:
     out.print(f"run {result.run_id}: {_status(result.status)}")
     if result.error:
-        out.print(f"[red]error:[/red] {result.error.get('message')}", highlight=False)
+        out.print(
+            f"[red]error:[/red] {escape(str(result.error.get('message')))}",
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print_json(json.dumps(result.output, default=str))
 
 
@@ -282,7 +324,7 @@ def lint(
         errors = 0
         for file in files:
             if not file.is_file():
-                raise InputError(f"definition file {str(file)!r} does not exist")
+                raise InputError(_missing_definition(file))
             result = load_file(file, actions=names, services=service_caps)
             findings = list(result.findings)
             errors += sum(1 for f in findings if f.severity == "error")
@@ -307,12 +349,16 @@ def lint(
         else:
             for entry in report:
                 if not entry["findings"]:
-                    out.print(f"{entry['file']}: [green]ok[/green] ({entry['format']} format)")
+                    out.print(
+                        f"{escape(entry['file'])}: [green]ok[/green] ({entry['format']} format)",
+                        soft_wrap=True,
+                    )
                 for f in entry["findings"]:
                     color = "red" if f["severity"] == "error" else "yellow"
                     out.print(
-                        f"{entry['file']}:{f['pointer'] or '/'}: [{color}]{f['severity']}"
-                        f"[/{color}] {f['code']} {f['message']} [dim]Fix: {f['fix']}[/dim]",
+                        f"{escape(entry['file'])}:{escape(f['pointer'] or '/')}: "
+                        f"[{color}]{f['severity']}[/{color}] {f['code']} {escape(f['message'])} "
+                        f"[dim]Fix: {escape(f['fix'] or '')}[/dim]",
                         highlight=False,
                         soft_wrap=True,
                     )
@@ -369,9 +415,9 @@ def runs(
             table.add_column(col)
         for r in rows:
             table.add_row(
-                r["run_id"],
-                r["workflow"],
-                r["version"],
+                escape(r["run_id"]),
+                escape(r["workflow"]),
+                escape(r["version"]),
                 _status(r["status"]),
                 r["created_at"] or "",
                 r["finished_at"] or "",
@@ -396,7 +442,9 @@ def show(run_id: str, db: str | None = DbOption, as_json: bool = JsonOption) -> 
         for step in result.steps:
             if step.get("error"):
                 out.print(
-                    f"[red]{step['id']}[/red]: {step['error'].get('message')}", highlight=False
+                    f"[red]{escape(step['id'])}[/red]: {escape(str(step['error'].get('message')))}",
+                    highlight=False,
+                    soft_wrap=True,
                 )
         _print_result(result)
 
@@ -426,9 +474,10 @@ def history(run_id: str, db: str | None = DbOption, as_json: bool = JsonOption) 
             return
         for r in rows:
             out.print(
-                f"{r['seq']:>4}  {r['at']}  [bold]{r['type']}[/bold]  "
-                f"{json.dumps(r['payload'], default=str)[:200]}",
+                f"{r['seq']:>4}  {r['at']}  [bold]{escape(r['type'])}[/bold]  "
+                f"{escape(json.dumps(r['payload'], default=str)[:200])}",
                 highlight=False,
+                soft_wrap=True,
             )
 
     _run(main())
@@ -479,7 +528,11 @@ def signal(
         if as_json:
             print(json.dumps({"run_id": run_id, "signal": name, "status": result.status}))
         else:
-            out.print(f"signal {name!r} delivered to run {run_id} ({_status(result.status)})")
+            out.print(
+                f"signal {escape(repr(name))} delivered to run {escape(run_id)} "
+                f"({_status(result.status)})",
+                soft_wrap=True,
+            )
 
     _run(main())
 

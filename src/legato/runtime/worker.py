@@ -324,8 +324,13 @@ class Worker:
         except NotFoundError:
             return None
         if not wanted(cached.state, p["path"], p["attempt"]):
-            # cancelled or already recorded: drop the row without running anything
-            return _Outcome(item.scope, item.run_id, [], done)
+            # Our cached copy may be older than the row (another process signalled or
+            # cancelled the run and scheduled this): look again at the stored run.
+            self.forget(item.scope, item.run_id)
+            cached = await self.load(item.scope, item.run_id)
+            if not wanted(cached.state, p["path"], p["attempt"]):
+                # cancelled or already recorded: drop the row without running anything
+                return _Outcome(item.scope, item.run_id, [], done)
         started = self.clock.now()
         ctx = self.activities.context(
             run_id=item.run_id,
@@ -448,13 +453,20 @@ class Worker:
             cached = await self.load(item.scope, item.run_id)
         except NotFoundError:
             return None
+
+        def waiting(state: RunState) -> bool:
+            rec = state.steps.get(p["path"])
+            return (
+                rec is not None
+                and rec.status == StepStatus.WAITING
+                and rec.operation_id == p["operation_id"]
+            )
+
+        if not waiting(cached.state):
+            self.forget(item.scope, item.run_id)  # the cache may be older than the row
+            cached = await self.load(item.scope, item.run_id)
         rec = cached.state.steps.get(p["path"])
-        if (
-            rec is None
-            or rec.status != StepStatus.WAITING
-            or rec.operation_id != p["operation_id"]
-            or self.services is None
-        ):
+        if rec is None or not waiting(cached.state) or self.services is None:
             return _Outcome(item.scope, item.run_id, [], done)  # no longer waiting: drop
         token = callback_token(cached.state, rec)
         task = self.services.task(
