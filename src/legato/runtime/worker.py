@@ -153,6 +153,7 @@ class Worker:
 
     async def start(self) -> None:
         now = self.clock.now().timestamp()
+        _LIVE_OWNERS.add(self.owner)
         await self.store.register_worker(self.owner, socket.gethostname(), os.getpid(), now)
         await self.recover()
         self._loops = [
@@ -164,6 +165,7 @@ class Worker:
     async def stop(self) -> None:
         """Stop claiming, let in-flight work finish its commit, release what is left."""
         self._stopping = True
+        _LIVE_OWNERS.discard(self.owner)
         self._wake.set()
         if self.services is not None:
             await self.services.aclose()
@@ -192,7 +194,7 @@ class Worker:
         stale = await self.store.stale_workers(now, self.options.heartbeat_interval * 5)
         dead += [owner for owner, _h, _p in stale]
         for owner, hostname, pid in await self.store.stale_workers(now, -1e12):
-            if hostname == host and owner != self.owner and not _pid_alive(pid):
+            if hostname == host and owner != self.owner and not _owner_alive(owner, pid):
                 dead.append(owner)
         if dead:
             dead = sorted(set(dead))
@@ -256,7 +258,12 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     def dispatch(self, item: WorkItem) -> None:
-        if item.id in self._inflight or self._stopping:
+        if item.id in self._inflight:
+            # We claimed our own running row again (its lease lapsed while a heartbeat was
+            # late): keep running it, and finish it under the new fence.
+            self._inflight[item.id] = item
+            return
+        if self._stopping:
             return
         self._inflight[item.id] = item
         task = asyncio.create_task(self._execute(item), name=f"legato-{item.kind}-{item.key}")
@@ -583,7 +590,7 @@ class Worker:
                         now_ts, lease_owner=self.owner, lease_seconds=self.options.lease_seconds
                     )
                     + [w for o in outcomes for w in o.extra_work],
-                    done_work=[d for o in outcomes for d in o.done],
+                    done_work=[self._current_fence(d) for o in outcomes for d in o.done],
                     # the state's own instant: an event after RunFinished must not clear it
                     finished_at=finished_at_of(adv.state),
                     now=now,
@@ -622,6 +629,10 @@ class Worker:
                 self._settle(outcomes)
             else:
                 await self._retry(outcomes)
+
+    def _current_fence(self, done: tuple[int, int]) -> tuple[int, int]:
+        item = self._inflight.get(done[0])
+        return (done[0], item.fence) if item is not None else done
 
     def _settle(self, outcomes: list[_Outcome]) -> None:
         for o in outcomes:
@@ -663,6 +674,18 @@ class Worker:
 def finished_at_of(state: RunState) -> datetime | None:
     """When the run finished (its RunFinished instant), for the run row; None until then."""
     return datetime.fromisoformat(state.finished_at) if state.finished_at else None
+
+
+# Workers alive in this process. A worker row with our own pid but not in this set belongs
+# to an earlier process that had the same pid (a container restarted with the same
+# hostname, where the worker is PID 1): it is dead.
+_LIVE_OWNERS: set[str] = set()
+
+
+def _owner_alive(owner: str, pid: int) -> bool:
+    if pid == os.getpid():
+        return owner in _LIVE_OWNERS
+    return _pid_alive(pid)
 
 
 def _pid_alive(pid: int) -> bool:

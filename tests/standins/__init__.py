@@ -1,0 +1,5 @@
+"""Stand-in services for tests: small, real servers on loopback that record what they see."""
+
+from tests.standins.recorder import Call, Effect, Recorder
+
+__all__ = ["Call", "Effect", "Recorder"]
