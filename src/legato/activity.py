@@ -463,7 +463,7 @@ class ActivityRegistry:
         input: Any,
         ctx: ActivityContext,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 - a step timeout is classified TIMEOUT here
+        timeout: float | None = None,
     ) -> Any:
         """Run activity ``name`` with ``input`` for one attempt; return its JSON result.
 

@@ -50,7 +50,9 @@ class LegatoError(Exception):
         *,
         details: dict[str, Any] | None = None,
     ) -> None:
-        self.message = message or (type(self).__doc__ or type(self).__name__).strip().splitlines()[0]
+        self.message = (
+            message or (type(self).__doc__ or type(self).__name__).strip().splitlines()[0]
+        )
         self.details: dict[str, Any] = dict(details or {})
         super().__init__(self.message)
 
@@ -126,7 +128,9 @@ class StepError(LegatoError):
 class ActivityNotFound(StepError):
     """No activity is registered under this name."""
 
-    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message, error_class=ErrorClass.PERMANENT, details=details)
 
 

@@ -39,7 +39,8 @@ async def test_order_saga_example_compensates_in_reverse_order(tmp_path: Path) -
         )
         history = await engine.history(result.run_id)
     assert result.status == "failed"
-    assert result.error is not None and "carrier" in result.error["message"]
+    assert result.error is not None
+    assert "carrier" in result.error["message"]
     done = [
         e.payload["path"]
         for e in history
@@ -68,7 +69,8 @@ def test_readme_embedding_snippet_runs(tmp_path: Path, monkeypatch: pytest.Monke
     code = blocks[0].replace("asyncio.run(main())", "")
     exec(compile(code, "README.md", "exec"), namespace)
     asyncio.run(namespace["main"]())
-    assert printed and printed[0].startswith("completed")
+    assert printed
+    assert printed[0].startswith("completed")
     assert (tmp_path / "legato.db").exists()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from legato.dsl.model import Condition, Duration
 
@@ -19,6 +19,7 @@ class _Model(BaseModel):
 
 
 # ---- auth ---------------------------------------------------------------------------------
+
 
 class OAuth2Auth(_Model):
     type: Literal["oauth2"]
@@ -58,6 +59,7 @@ Auth = Annotated[
 
 # ---- policies -----------------------------------------------------------------------------
 
+
 class ServiceRetry(_Model):
     max_attempts: int = Field(3, ge=1, le=100)
     backoff: Literal["exponential", "fixed", "linear"] = "exponential"
@@ -83,6 +85,7 @@ class RateLimitConfig(_Model):
 
 
 # ---- operations ---------------------------------------------------------------------------
+
 
 class RestOperation(_Model):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
@@ -173,9 +176,36 @@ class ServiceConfig(_Model):
     def header_for_idempotency(self) -> str | None:
         return self.idempotency_header or (self.retry.idempotency_header if self.retry else None)
 
+    def operation_names(self, version: str | None = None) -> set[str]:
+        """The operations this service (or one of its ``versions``) offers: its
+        ``capabilities`` and the names in its ``operations``; a version's own lists replace
+        the service's.  Empty means "any operation"."""
+        capabilities: tuple[str, ...] = self.capabilities
+        operations: dict[str, Any] = self.operations
+        if version is not None and version in self.versions:
+            chosen = self.versions[version]
+            if chosen.capabilities is not None:
+                capabilities = chosen.capabilities
+            if chosen.operations is not None:
+                operations = chosen.operations
+        return set(capabilities) | set(operations)
+
 
 class Registry(_Model):
     services: tuple[ServiceConfig, ...]
+    # Values ``${ENV}`` interpolation put where secrets go (set by registry.load_registry;
+    # read by connectors.secrets.Secrets.from_registry).  Never serialised.
+    _env_secrets: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def capabilities(self) -> dict[str, set[str]]:
+        """Service name -> every operation it offers in any version (empty: any)."""
+        out: dict[str, set[str]] = {}
+        for service in self.services:
+            names = service.operation_names()
+            for version in service.versions:
+                names |= service.operation_names(version)
+            out[service.name] = names
+        return out
 
     def get(self, name: str) -> ServiceConfig | None:
         for service in self.services:

@@ -18,9 +18,7 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; write it like '30s', '5m', '72h' or '2d'")
     if not isinstance(value, str | int | float):
-        raise ValueError(
-            f"{value!r} is not a duration; write it like '30s', '5m', '72h' or '2d'"
-        )
+        raise ValueError(f"{value!r} is not a duration; write it like '30s', '5m', '72h' or '2d'")
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"duration {value!r} is negative; durations are zero or more")

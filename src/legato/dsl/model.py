@@ -71,6 +71,7 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 
 # ---- conditions ---------------------------------------------------------------------------
 
+
 class Operator(enum.StrEnum):
     EQUALS = "equals"
     NOT_EQUALS = "not_equals"
@@ -119,6 +120,7 @@ Not.model_rebuild()
 
 
 # ---- states -------------------------------------------------------------------------------
+
 
 class Catch(_Model):
     """A transition taken when a step fails past its retries (``on_failure``)."""
@@ -281,6 +283,7 @@ Branch.model_rebuild()
 
 
 # ---- triggers (used by the service; kept here so definitions round-trip) -----------------------
+
 
 class Trigger(_Model):
     type: Literal["manual", "api", "event", "scheduled", "webhook"] = "manual"

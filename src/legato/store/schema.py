@@ -148,3 +148,13 @@ workers = sa.Table(
     sa.Column("started_at", sa.Double(), nullable=False),
     sa.Column("heartbeat_at", sa.Double(), nullable=False),
 )
+
+# Token buckets of connector rate limits, shared by every worker (store/ratelimits.py).
+# Deployment-wide infrastructure like `workers`: no tenant or environment (decision 0005).
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("key", sa.String(), primary_key=True),
+    sa.Column("tokens", sa.Double(), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+)

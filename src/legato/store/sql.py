@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from legato.errors import UsageError
 from legato.store import definitions as definition_queries
 from legato.store import migrate as migrations
+from legato.store import ratelimits as rate_limit_queries
 from legato.store import runs as run_queries
 from legato.store import signals as signal_queries
 from legato.store import work as work_queries
@@ -375,3 +376,37 @@ class SqlStore:
     async def undelivered_signals(self, limit: int) -> list[SignalRecord]:
         """Infrastructure, across tenants: undelivered signals, oldest first."""
         return await self._read(signal_queries.undelivered_signals, limit)
+
+    # -- rate limits (infrastructure: deployment-wide, not scoped by tenant) ----------------
+
+    async def take_rate_limit_token(
+        self,
+        key: str,
+        *,
+        rate: float,
+        burst: float,
+        max_wait: float,
+        now: float | None = None,
+    ) -> rate_limit_queries.RateLimitGrant:
+        """One acquisition from the token bucket ``key`` (a service name), shared by every
+        process on this database: refill ``rate`` tokens/s up to ``burst``, then take one,
+        or reserve the next one if it is at most ``max_wait`` s away (``granted`` with a
+        ``wait``), or take nothing (not ``granted``; ``wait`` says how long).  One short
+        write transaction; ``now`` (epoch seconds) defaults to the database's clock on
+        PostgreSQL and ``time.time()`` on SQLite."""
+        return await self._write(
+            rate_limit_queries.take_token,
+            key,
+            rate=rate,
+            burst=burst,
+            max_wait=max_wait,
+            now=now,
+        )
+
+    async def reset_rate_limits(self, keys: Sequence[str] | None = None) -> int:
+        """Forget token buckets (all when ``keys`` is None); they start full again."""
+        return await self._write(rate_limit_queries.reset, None if keys is None else list(keys))
+
+    async def rate_limit_state(self, key: str) -> tuple[float, float] | None:
+        """``(tokens, updated_at)`` of a bucket, or None if it was never used."""
+        return await self._read(rate_limit_queries.state, key)

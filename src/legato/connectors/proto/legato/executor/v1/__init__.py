@@ -1,0 +1,1 @@
+"""Generated code of executor.proto (scripts/gen_proto.sh)."""
