@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -35,7 +36,14 @@ from legato.engine import events as ev
 from legato.engine.machine import Program, callback_target
 from legato.engine.state import RunState, RunStatus
 from legato.engine.views import step_views
-from legato.errors import ConflictError, DefinitionError, InputError, NotFoundError, UsageError
+from legato.errors import (
+    ConflictError,
+    DefinitionError,
+    InputError,
+    LegatoError,
+    NotFoundError,
+    UsageError,
+)
 from legato.runtime.advance import advance
 from legato.runtime.clock import Clock, SystemClock
 from legato.runtime.worker import (
@@ -116,6 +124,7 @@ class Engine:
     ) -> None:
         self.store = store
         self.activities = activities
+        self.connectors = connectors
         self.scope = scope or Scope()
         self.clock = clock or SystemClock()
         self.programs = Programs(store)
@@ -170,6 +179,9 @@ class Engine:
                     connectors = await stack.enter_async_context(
                         Connectors.from_file(services, store=store, network=reg.network)
                     )
+                    # mask the registry's secrets in everything this process logs
+                    log_filter = connectors.install_log_filter(None)
+                    stack.callback(_remove_log_filter, log_filter)
                 if registry is None:
                     reg.include_builtins()
                 for item in activities:
@@ -238,6 +250,8 @@ class Engine:
         self._check_open()
         if not isinstance(definition, Definition):
             definition, source = load_definition(definition)
+        if self.connectors is not None:
+            definition = _with_service_retries(definition, self.connectors)
         document = definition.model_dump(mode="json", by_alias=True)
         digest = content_hash(document)
         version = definition.version
@@ -515,6 +529,40 @@ class Engine:
                 return _result_of(program, adv.state, str(adv.state.status), now)
             await asyncio.sleep(0.01)
         raise ConflictError(f"run {run_id} kept changing; try again")
+
+
+def _with_service_retries(definition: Definition, hub: Any) -> Definition:
+    """Give each task that calls a service, and has no ``retry`` of its own, the retry
+    policy of that service's registry entry. The stored version then carries it, so a
+    run keeps the policy it started with."""
+    document = definition.model_dump(mode="json", by_alias=True, exclude_unset=False)
+    changed = False
+
+    def visit(states: dict[str, Any]) -> None:
+        nonlocal changed
+        for spec in states.values():
+            if spec.get("type") == "task" and spec.get("service") and spec.get("retry") is None:
+                try:
+                    policy = hub.retry_policy(spec["service"])
+                except LegatoError:
+                    policy = None  # an unknown service fails when the step runs, clearly
+                if policy is not None:
+                    spec["retry"] = policy.model_dump(mode="json")
+                    changed = True
+            for branch in spec.get("branches") or ():
+                visit(branch["states"])
+            if spec.get("iterator"):
+                visit(spec["iterator"]["states"])
+
+    visit(document["states"])
+    return Definition.model_validate(document) if changed else definition
+
+
+def _remove_log_filter(log_filter: logging.Filter) -> None:
+    root = logging.getLogger()
+    root.removeFilter(log_filter)
+    for handler in root.handlers:
+        handler.removeFilter(log_filter)
 
 
 def _mask_secret(event: EventRecord) -> EventRecord:
