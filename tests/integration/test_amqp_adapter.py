@@ -20,18 +20,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aio_pika
 import pytest
 
-aio_pika = pytest.importorskip("aio_pika")
-
-from legato import ErrorClass, StepError  # noqa: E402
-from legato.connectors.amqp import AmqpConnector  # noqa: E402
-from legato.connectors.auth import build_auth  # noqa: E402
-from legato.connectors.base import Connector, Result, Task  # noqa: E402
-from legato.connectors.config import ApiKeyAuth, Registry, ServiceConfig  # noqa: E402
-from legato.connectors.hub import Connectors  # noqa: E402
-from legato.errors import UsageError  # noqa: E402
-from legato.mq_executor import MqExecutor, Request  # noqa: E402
+from legato import ErrorClass, StepError
+from legato.connectors.amqp import AmqpConnector
+from legato.connectors.auth import build_auth
+from legato.connectors.base import Connector, Result, Task
+from legato.connectors.config import ApiKeyAuth, Registry, ServiceConfig
+from legato.connectors.hub import Connectors
+from legato.errors import UsageError
+from legato.mq_executor import MqExecutor, Request
 
 AMQP_URL = os.environ.get("LEGATO_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 _PARTS = urlsplit(AMQP_URL)

@@ -13,16 +13,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
-grpc = pytest.importorskip("grpc")
-
-from legato import ErrorClass, StepError  # noqa: E402
-from legato.connectors.base import Connector, Result, Task  # noqa: E402
-from legato.connectors.config import ServiceConfig  # noqa: E402
-from legato.connectors.grpc import GrpcConnector  # noqa: E402
-from legato.connectors.proto import pb  # noqa: E402
-from legato.executor import Abort, Executor, Request  # noqa: E402
+from legato import ErrorClass, StepError
+from legato.connectors.base import Connector, Result, Task
+from legato.connectors.config import ServiceConfig
+from legato.connectors.grpc import GrpcConnector
+from legato.connectors.proto import pb
+from legato.executor import Abort, Executor, Request
 
 
 def make_task(operation: str, input: Any = None, **fields: Any) -> Task:

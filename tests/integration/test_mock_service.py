@@ -248,12 +248,8 @@ def test_configurable_idempotency_and_attempt_headers() -> None:
 
 # ---- gRPC ----------------------------------------------------------------------------------
 
-grpc_available = pytest.importorskip  # keeps the HTTP tests running without the grpc extra
-
-
 @pytest.fixture
 def grpc_parts() -> Any:
-    grpc_available("grpc")
     from legato.connectors.base import Task
     from legato.connectors.config import ServiceConfig
     from legato.connectors.grpc import GrpcConnector

@@ -23,18 +23,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import nats
 import pytest
 
-nats = pytest.importorskip("nats")
-
-from legato import ErrorClass, StepError  # noqa: E402
-from legato.connectors.auth import build_auth  # noqa: E402
-from legato.connectors.base import Connector, Result, Task  # noqa: E402
-from legato.connectors.config import ApiKeyAuth, Registry, ServiceConfig  # noqa: E402
-from legato.connectors.hub import Connectors  # noqa: E402
-from legato.connectors.nats import NatsConnector  # noqa: E402
-from legato.errors import ConfigurationError, UsageError  # noqa: E402
-from legato.mq_executor import MqExecutor, Request  # noqa: E402
+from legato import ErrorClass, StepError
+from legato.connectors.auth import build_auth
+from legato.connectors.base import Connector, Result, Task
+from legato.connectors.config import ApiKeyAuth, Registry, ServiceConfig
+from legato.connectors.hub import Connectors
+from legato.connectors.nats import NatsConnector
+from legato.errors import ConfigurationError, UsageError
+from legato.mq_executor import MqExecutor, Request
 
 NATS_URL = os.environ.get("LEGATO_TEST_NATS_URL", "nats://127.0.0.1:4222")
 _PARTS = urlsplit(NATS_URL)

@@ -28,7 +28,8 @@ def pg_conninfo() -> Iterator[str]:
     """A fresh, uniquely named PostgreSQL database for this module; dropped afterwards."""
     if os.environ.get("LEGATO_TEST_POSTGRES") == "skip":
         pytest.skip("LEGATO_TEST_POSTGRES=skip")
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg
+
     server = sa.make_url(POSTGRES_SERVER).set(drivername="postgresql")
     conninfo = server.render_as_string(hide_password=False)
     name = f"legato_test_{uuid.uuid4().hex[:12]}"
