@@ -106,6 +106,8 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)  # the call's gRPC metadata
     callback_token: str | None = None  # `legato-callback-token`, on async starts
     is_async: bool = False  # the caller started it with `legato-async: true`
+    rpc: str = "ExecuteTask"  # or "ExecuteBatch" / "StreamTask": how the task arrived
+    batch_size: int = 1  # tasks in the ExecuteBatch call that carried this one
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -405,6 +407,8 @@ class Executor:
             headers=headers,
             callback_token=headers.get("legato-callback-token"),
             is_async=headers.get("legato-async", "").lower() == "true",
+            rpc=headers.get(_RPC, "ExecuteTask"),
+            batch_size=int(headers.get(_BATCH_SIZE, "1")),
         )
 
     async def _run(
@@ -557,6 +561,11 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], abort: Abort) -> N
     await context.abort(abort.code, abort.details, trailers)
 
 
+# how a task arrived, passed along with the call's metadata (gRPC keys never start with ":")
+_RPC = ":rpc"
+_BATCH_SIZE = ":batch-size"
+
+
 class _Servicer(pb_grpc.ExternalTaskExecutorServicer):
     def __init__(self, executor: Executor) -> None:
         self._executor = executor
@@ -580,7 +589,11 @@ class _Servicer(pb_grpc.ExternalTaskExecutorServicer):
                 f"a batch of {len(request.tasks)} tasks; {executor.name} takes at most "
                 f"{executor.max_batch_size}",
             )
-        headers = _headers(context)
+        headers = {
+            **_headers(context),
+            _RPC: "ExecuteBatch",
+            _BATCH_SIZE: str(len(request.tasks)),
+        }
         try:
             responses = await asyncio.gather(*(executor.execute(t, headers) for t in request.tasks))
         except Abort as abort:

@@ -115,6 +115,9 @@ class AsyncConfig(_Model):
 
     status_operation: str | None = None  # polled with CheckStatus when set
     poll_interval: Duration = 5.0
+    # where the service should call back (REST/GraphQL send it as X-Callback-Url;
+    # `{token}` is replaced by the step's callback token)
+    callback_url: str | None = None
 
 
 class VersionRule(_Model):

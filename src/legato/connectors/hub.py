@@ -469,8 +469,11 @@ class Connectors:
                 service.auth, self.network, secrets=self.secrets, resolver=self._resolver
             )
             self._auth[service.name] = auth
+        extra: dict[str, Any] = {}
+        if service.type in ("rest", "graphql") and service.async_ and service.async_.callback_url:
+            extra["callback_url"] = service.async_.callback_url
         try:
-            adapter = factory(config, auth=auth, network=self.network)
+            adapter = factory(config, auth=auth, network=self.network, **extra)
         except StepError as exc:
             raise self._sanitized(exc) from None
         except Exception as exc:

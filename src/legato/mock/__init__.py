@@ -9,7 +9,7 @@ connector) at the stand-in, and read back every call it received::
     svc.operation("criminal.check").respond({"status": "clear"}).after_errors(2, status=503)
     svc.operation("payment.charge").rate_limited(times=1, retry_after=1).respond({"id": "ch_1"})
 
-    with svc.http() as url:                 # POST {url}/criminal.check
+    with svc.http() as url:                 # POST {url}/criminal/check
         ...
     async with svc.grpc() as address:       # ExecuteTask(task_type="criminal.check")
         ...

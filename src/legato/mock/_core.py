@@ -415,7 +415,7 @@ class MockService:
         over gRPC, TaskRequests whose task_type is ``name``."""
         op = self._operations.get(name)
         if op is None:
-            route = path if path is not None else f"/{name}"
+            route = path if path is not None else "/" + name.replace(".", "/")  # as RestConnector
             if not route.startswith("/"):
                 raise UsageError(f"path {route!r} of operation {name!r} must start with /")
             op = MockOperation(self, name, method, route)

@@ -33,10 +33,10 @@ def _handler(
         mock_request = MockRequest(
             operation=op.name,
             transport="grpc",
-            method="ExecuteTask",
+            method=request.rpc,
             path=_PATH,
             body=payload,
-            headers=dict(request.headers),
+            headers={k: v for k, v in request.headers.items() if not k.startswith(":")},
             idempotency_key=request.idempotency_key or None,
             attempt=request.attempt or None,
             task_id=request.task_id or None,

@@ -119,6 +119,8 @@ def schedule_payload(c: cmd.ScheduleStep) -> dict[str, Any]:
         "timeout": c.timeout,
         "compensation": c.compensation,
         "async": c.async_,
+        "callback_token": c.callback_token,
+        "batch": c.batch,
     }
 
 

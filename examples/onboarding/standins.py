@@ -1,0 +1,71 @@
+"""Local stand-ins for the services of seed 000's employee onboarding.
+
+* an OAuth2 token endpoint for Workday (HTTP),
+* HR (Workday) over gRPC: ``employee.create`` and its compensation ``employee.delete``,
+* the Sterling background checks over REST, answering *asynchronously*: each check is
+  accepted at once and its result is POSTed to a callback URL a little later,
+* IT provisioning over gRPC, which the workflow calls in batches.
+
+They are built with :mod:`legato.mock` and record every call they receive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from legato.mock import MockRequest, MockService
+
+
+@dataclass
+class Standins:
+    token: MockService
+    hr: MockService
+    sterling: MockService
+    it: MockService
+    env: dict[str, str]
+
+
+def _employee(counter: itertools.count[int]) -> Any:
+    def respond(request: MockRequest) -> dict[str, Any]:
+        n = next(counter)
+        return {"employeeId": f"E-{n:04d}", "workdayId": f"WD-{n:04d}", "email": request.body.get("email")}
+
+    return respond
+
+
+@contextlib.asynccontextmanager
+async def running(
+    *, callback_url: str, check_delay: float = 0.2, secrets: dict[str, str] | None = None
+) -> AsyncIterator[Standins]:
+    """Start every stand-in; yield them with the environment services.yaml expects."""
+    token = MockService("workday-auth")
+    token.operation("oauth.token", path="/oauth/token").respond(
+        {"access_token": "wd-access-token-7Hq2", "token_type": "Bearer", "expires_in": 3600}
+    )
+    hr = MockService("hr-workday")
+    hr.operation("employee.create").respond(_employee(itertools.count(1)))
+    hr.operation("employee.delete").respond({"deleted": True})
+    sterling = MockService("background-check-sterling")
+    for operation in ("criminal.check", "employment.verify"):
+        sterling.operation(operation).respond({"check": operation, "result": "clear"}).async_(
+            check_delay, callback_url=callback_url
+        )
+    it = MockService("it-provisioning")
+    it.operation("accounts.provision").respond(
+        lambda request: {"account": f"acct-{request.idempotency_key[-12:]}", "provisioned": True}
+    )
+    with token.http() as token_url, sterling.http() as sterling_url:
+        async with hr.grpc() as hr_address, it.grpc() as it_address:
+            env = {
+                "HR_ENDPOINT": hr_address,
+                "IT_ENDPOINT": it_address,
+                "STERLING_URL": sterling_url,
+                "WORKDAY_TOKEN_URL": f"{token_url}/oauth/token",
+                "CALLBACK_URL": callback_url,
+                **(secrets or {}),
+            }
+            yield Standins(token=token, hr=hr, sterling=sterling, it=it, env=env)
