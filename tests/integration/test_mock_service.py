@@ -52,16 +52,16 @@ def test_http_static_and_computed_responses() -> None:
     )
     svc.operation("echo").respond(lambda r: {"body": r.body, "key": r.idempotency_key})
     with svc.http() as url, httpx.Client(base_url=url) as client:
-        created = client.post("/employee.create", json={"name": "Ada"})
+        created = client.post("/employee/create", json={"name": "Ada"})
         fetched = client.get("/employees/E-7?full=yes")
         echoed = client.post("/echo", json=[1, 2], headers={"Idempotency-Key": "k"})
         missing = client.post("/employee.fly", json={})
-        wrong_method = client.delete("/employee.create")
+        wrong_method = client.delete("/employee/create")
     assert (created.status_code, created.json()) == (201, {"employeeId": "E-1"})
     assert fetched.json() == {"id": "E-7", "q": "yes"}
     assert echoed.json() == {"body": [1, 2], "key": "k"}
     assert missing.status_code == 404
-    assert "POST /employee.create" in missing.json()["error"]["routes"]
+    assert "POST /employee/create" in missing.json()["error"]["routes"]
     assert wrong_method.status_code == 405
     assert [c.outcome for c in svc.calls()] == ["ok", "ok", "ok", "unknown", "unknown"]
 
@@ -84,7 +84,7 @@ def test_http_fail_twice_then_succeed_with_recorded_attempts() -> None:
     with svc.http() as url, httpx.Client(base_url=url) as client:
         for attempt in (1, 2, 3, 4):
             headers = {**HEADERS, "X-Legato-Attempt": str(attempt)}
-            response = client.post("/criminal.check", json={"ssn": "x"}, headers=headers)
+            response = client.post("/criminal/check", json={"ssn": "x"}, headers=headers)
             statuses.append(response.status_code)
         assert response.json() == {"status": "clear"}
     assert statuses == [503, 503, 200, 200]
@@ -115,8 +115,8 @@ def test_http_rate_limited_with_retry_after() -> None:
     svc = MockService("payments")
     svc.operation("payment.charge").rate_limited(times=1, retry_after=2).respond({"id": "ch_1"})
     with svc.http() as url, httpx.Client(base_url=url) as client:
-        limited = client.post("/payment.charge", json={})
-        charged = client.post("/payment.charge", json={})
+        limited = client.post("/payment/charge", json={})
+        charged = client.post("/payment/charge", json={})
     assert limited.status_code == 429
     assert limited.headers["Retry-After"] == "2"
     assert charged.json() == {"id": "ch_1"}
@@ -171,7 +171,7 @@ def test_http_async_with_callback_to_a_loopback_receiver() -> None:
     ).async_(delay=0.1)
     with receiver.http() as receiver_url, svc.http() as url:
         response = httpx.post(
-            f"{url}/criminal.check",
+            f"{url}/criminal/check",
             json={"name": "Ada"},
             headers={"X-Callback-Url": f"{receiver_url}/callbacks/tok-1", "X-Callback-Token": "t"},
         )
@@ -450,7 +450,7 @@ def test_yaml_configuration(tmp_path: Path) -> None:
             client.post("/checks/criminal", json={"name": "Ada"}, headers=headers) for _ in range(4)
         ]
         employee = client.get("/employees/E-3")
-        started = client.post("/education.verify", json={})
+        started = client.post("/education/verify", json={})
         operation_id = started.json()["operation_id"]
         state = wait_for(
             lambda: (
