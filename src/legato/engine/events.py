@@ -227,6 +227,14 @@ class CancelRequested(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RetryRequested(Event):
+    """Run a failed run again from the step that failed, keeping what completed."""
+
+    kind: ClassVar[str] = "RetryRequested"
+    reason: str = "retried"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunFinished(Event):
     kind: ClassVar[str] = "RunFinished"
     status: str
@@ -250,6 +258,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ChildFinished,
         ChildCancelRequested,
         CancelRequested,
+        RetryRequested,
         RunFinished,
     )
 }

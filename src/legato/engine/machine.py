@@ -575,6 +575,48 @@ def _on_child_cancel(program: Program, state: RunState, event: ev.ChildCancelReq
     state.pending.pop(f"x:{event.path}", None)
 
 
+def retry_refusal(state: RunState) -> str | None:
+    """Why this run cannot be retried from its failed step (None when it can)."""
+    if state.status != RunStatus.FAILED:
+        return f"only a failed run can be retried; this one is {state.status}"
+    if any(rec.compensation_status is not None for rec in state.steps.values()):
+        return (
+            "this run's completed steps were compensated (undone); start a new run instead "
+            "of retrying it"
+        )
+    if _failed_top_step(state) is None:
+        return "no failed step was found to retry from"
+    return None
+
+
+def _failed_top_step(state: RunState) -> StepRecord | None:
+    for rec in reversed(state.steps.values()):
+        if rec.frame == "" and rec.status == StepStatus.FAILED and not rec.caught:
+            return rec
+    return None
+
+
+def _on_retry(program: Program, state: RunState, event: ev.RetryRequested) -> None:
+    """Re-enter the top-level state that failed; completed steps and their outputs stay.
+
+    A failed parallel or foreach state runs again as a whole (its branches with new
+    idempotency keys: a new visit). Without compensations having run only."""
+    if retry_refusal(state) is not None:
+        return
+    rec = _failed_top_step(state)
+    assert rec is not None
+    top = state.frames[""]
+    top.status = "running"
+    top.error = None
+    state.status = RunStatus.RUNNING
+    state.outcome = None
+    state.error = None
+    state.output = None
+    state.finished = False
+    state.finished_at = None
+    _enter(program, state, top, rec.state, event.at)
+
+
 def _on_finished(program: Program, state: RunState, event: ev.RunFinished) -> None:
     state.finished = True
     state.finished_at = _iso(event.at)
@@ -592,6 +634,7 @@ _HANDLERS: dict[type[ev.Event], Any] = {
     ev.ChildStarted: _on_child_started,
     ev.ChildFinished: _on_child_finished,
     ev.CancelRequested: _on_cancel,
+    ev.RetryRequested: _on_retry,
     ev.ChildCancelRequested: _on_child_cancel,
     ev.RunFinished: _on_finished,
 }

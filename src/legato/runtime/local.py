@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from typing import Any
 from legato.activity import ActivityRegistry, activity
 from legato.dsl.model import Definition
 from legato.engine import events as ev
-from legato.engine.machine import Program, callback_target
+from legato.engine.machine import Program, callback_target, retry_refusal
 from legato.engine.state import RunState, RunStatus
 from legato.engine.views import step_views
 from legato.errors import (
@@ -141,7 +142,8 @@ class Engine:
             if worker
             else None
         )
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # (scope, run_id) -> futures woken when the run commits; shared with for_scope views
+        self._waiters: dict[tuple[Scope, str], list[asyncio.Future[None]]] = {}
         if self.worker is not None:
             self.worker.add_listener(self._on_commit)
         self._open = False
@@ -356,7 +358,7 @@ class Engine:
             if result.done:
                 return result
             fut: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(run_id, []).append(fut)
+            self._waiters.setdefault((self.scope, run_id), []).append(fut)
             wait_for = 1.0
             if deadline is not None:
                 wait_for = min(wait_for, deadline - loop.time())
@@ -364,11 +366,11 @@ class Engine:
                     raise TimeoutError(f"run {run_id} did not end within {timeout}s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, wait_for)
-            futures = self._waiters.get(run_id, [])
+            futures = self._waiters.get((self.scope, run_id), [])
             if fut in futures:
                 futures.remove(fut)
             if not futures:
-                self._waiters.pop(run_id, None)
+                self._waiters.pop((self.scope, run_id), None)
 
     async def watch(self, run_id: str, *, interval: float = 1.0) -> AsyncIterator[RunResult]:
         """Yield the run each time it changes, until it ends."""
@@ -384,14 +386,12 @@ class Engine:
                 if result.done:
                     return
             fut: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(run_id, []).append(fut)
+            self._waiters.setdefault((self.scope, run_id), []).append(fut)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, interval)
 
     def _on_commit(self, scope: Scope, run_id: str, state: RunState) -> None:
-        if scope != self.scope:
-            return
-        for fut in self._waiters.pop(run_id, []):
+        for fut in self._waiters.pop((scope, run_id), []):
             if not fut.done():
                 fut.set_result(None)
 
@@ -467,6 +467,26 @@ class Engine:
         )
         return await self._transact(run_id, event, signals_delivered=[record.id])
 
+    async def retry(self, run_id: str) -> RunResult:
+        """Run a failed run again from the step that failed, keeping completed outputs."""
+        self._check_open()
+
+        def check(state: RunState) -> None:
+            why = retry_refusal(state)
+            if why is not None:
+                raise ConflictError(f"run {run_id} cannot be retried: {why}")
+
+        return await self._transact(
+            run_id, ev.RetryRequested(at=self.clock.now()), check=check, allow_terminal=True
+        )
+
+    def for_scope(self, scope: Scope) -> Engine:
+        """The same engine (store, worker, activities) acting for another tenant and
+        environment: every read and write goes through ``scope``."""
+        view = copy.copy(self)
+        view.scope = scope
+        return view
+
     async def cancel(self, run_id: str, reason: str = "cancelled by request") -> RunResult:
         """Cancel a run: its active steps stop and its compensations run."""
         self._check_open()
@@ -479,13 +499,14 @@ class Engine:
         *,
         signals_delivered: list[int] | None = None,
         check: Callable[[RunState], None] | None = None,
+        allow_terminal: bool = False,
     ) -> RunResult:
         for _ in range(50):
             record = await self.store.get_run(self.scope, run_id)
             state = RunState.from_dict(record.snapshot)
             if check is not None:
                 check(state)
-            if record.status in TERMINAL:
+            if record.status in TERMINAL and not allow_terminal:
                 if isinstance(event, ev.SignalReceived):
                     raise ConflictError(
                         f"run {run_id} has already ended ({record.status}); "
