@@ -142,8 +142,9 @@ class Engine:
             if worker
             else None
         )
-        # (scope, run_id) -> futures woken when the run commits; shared with for_scope views
-        self._waiters: dict[tuple[Scope, str], list[asyncio.Future[None]]] = {}
+        # (scope, run_id) -> futures woken with the run's state when it commits; shared
+        # with for_scope views
+        self._waiters: dict[tuple[Scope, str], list[asyncio.Future[Any]]] = {}
         if self.worker is not None:
             self.worker.add_listener(self._on_commit)
         self._open = False
@@ -309,7 +310,7 @@ class Engine:
                 raise InputError(f"the run's input must be JSON data: {exc}") from exc
         run_id = run_id or uuid.uuid4().hex
         owner = self.worker.owner if self.worker is not None else None
-        _adv, leased = await start_run(
+        adv, leased = await start_run(
             self.store,
             self.programs,
             self.scope,
@@ -322,6 +323,9 @@ class Engine:
             lease_seconds=self.options.lease_seconds,
         )
         if self.worker is not None:
+            # the worker is about to run this: spare it reading back what we just wrote
+            program = await self.programs.get(self.scope, name, adv.state.version)
+            self.worker.remember(self.scope, run_id, adv.state, 1, program)
             for item in leased:
                 self.worker.dispatch(item)
             self.worker.wake()
@@ -349,28 +353,37 @@ class Engine:
         return _result_of(program, state, record.status, self.clock.now())
 
     async def wait(self, run_id: str, *, timeout: float | None = None) -> RunResult:
-        """Wait until the run ends (completed, failed, cancelled or compensation_failed)."""
+        """Wait until the run ends (completed, failed, cancelled or compensation_failed).
+
+        A run this process executes wakes the waiter with its final state, without a
+        read; a run executed elsewhere is looked at again every second."""
         self._check_open()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            result = await self.get(run_id)
-            if result.done:
-                return result
-            fut: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault((self.scope, run_id), []).append(fut)
+        result = await self.get(run_id)
+        while not result.done:
+            fut: asyncio.Future[RunState] = loop.create_future()
+            key = (self.scope, run_id)
+            self._waiters.setdefault(key, []).append(fut)
             wait_for = 1.0
             if deadline is not None:
                 wait_for = min(wait_for, deadline - loop.time())
                 if wait_for <= 0:
                     raise TimeoutError(f"run {run_id} did not end within {timeout}s")
+            state: RunState | None = None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(fut, wait_for)
-            futures = self._waiters.get((self.scope, run_id), [])
+                state = await asyncio.wait_for(fut, wait_for)
+            futures = self._waiters.get(key, [])
             if fut in futures:
                 futures.remove(fut)
             if not futures:
-                self._waiters.pop((self.scope, run_id), None)
+                self._waiters.pop(key, None)
+            if state is not None and state.finished:
+                program = await self.programs.get(self.scope, state.workflow, state.version)
+                return _result_of(program, state, str(state.status), self.clock.now())
+            if state is None:
+                result = await self.get(run_id)  # not ours, or no news: look again
+        return result
 
     async def watch(self, run_id: str, *, interval: float = 1.0) -> AsyncIterator[RunResult]:
         """Yield the run each time it changes, until it ends."""
@@ -385,7 +398,7 @@ class Engine:
                 yield result
                 if result.done:
                     return
-            fut: asyncio.Future[None] = loop.create_future()
+            fut: asyncio.Future[Any] = loop.create_future()
             self._waiters.setdefault((self.scope, run_id), []).append(fut)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, interval)
@@ -393,7 +406,7 @@ class Engine:
     def _on_commit(self, scope: Scope, run_id: str, state: RunState) -> None:
         for fut in self._waiters.pop((scope, run_id), []):
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(state)
 
     async def runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 50

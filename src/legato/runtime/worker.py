@@ -222,6 +222,12 @@ class Worker:
         while len(self._states) > 20_000:
             self._states.popitem(last=False)
 
+    def remember(
+        self, scope: Scope, run_id: str, state: RunState, version: int, program: Program
+    ) -> None:
+        """Cache a run this process has just written (its state at ``version``)."""
+        self._remember((scope, run_id), _Cached(state, version, program))
+
     def forget(self, scope: Scope, run_id: str) -> None:
         self._states.pop((scope, run_id), None)
 
