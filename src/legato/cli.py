@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 the run failed or was cancelled (or an operational erro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -604,10 +605,18 @@ def worker(
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
 
     async def main() -> None:
+        import signal as signals
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signals.SIGTERM, signals.SIGINT):
+            # stop cleanly: in-flight outcomes are committed and leases released at once
+            loop.add_signal_handler(number, stop.set)
         async with _engine(settings, worker=True, services=services) as engine:
             err.print(f"legato worker {engine.worker.owner} on {settings.db}")
-            while True:
-                await asyncio.sleep(0.5)
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
                 if until_idle:
                     active = await engine.store.runs_with_status(
                         ("running", "compensating"), limit=1
@@ -619,6 +628,89 @@ def worker(
         _run(main())
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+@app.command()
+def serve(
+    db: str | None = DbOption,
+    activities: list[str] | None = ActivitiesOption,
+    services: Path | None = typer.Option(None, "--services", help="services.yaml registry."),
+    host: str | None = typer.Option(None, "--host", help="Address ($LEGATO_API_HOST)."),
+    port: int | None = typer.Option(None, "--port", help="Port ($LEGATO_API_PORT)."),
+    dev: bool = typer.Option(
+        False, "--dev", help="Dev mode: a generated secret if none is set, and a printed token."
+    ),
+    worker: bool | None = typer.Option(
+        None, "--worker/--no-worker", help="Run a worker in this process (default: yes)."
+    ),
+    concurrency: int | None = typer.Option(None, "--concurrency"),
+) -> None:
+    """Serve the REST API (OpenAPI at /docs), with an embedded worker by default."""
+    base = _settings(db, activities)
+    updates: dict[str, Any] = {
+        "api_host": host,
+        "api_port": port,
+        "api_dev": True if dev else None,
+        "api_worker": worker,
+        "worker_concurrency": concurrency,
+        "services": str(services) if services is not None else None,
+    }
+    try:
+        settings = Settings.from_env(
+            {}, **{**base.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+        )
+        import uvicorn
+
+        from legato.api import create_app
+
+        api = create_app(settings)
+    except ImportError as exc:
+        err.print(
+            f"[red]error:[/red] the API needs the server extra ({escape(str(exc))}). "
+            "Fix: pip install 'legato[server]'",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    except LegatoError as exc:
+        raise typer.Exit(_fail(exc)) from None
+    where = f"http://{settings.api_host}:{settings.api_port}"
+    mode = "embedded worker" if settings.api_worker else "no worker here: run `legato worker`"
+    print(
+        f"legato serve on {where} (database {settings.db}; {mode}); docs at {where}/docs",
+        file=sys.stderr,
+        flush=True,
+    )
+    if api.state.dev_token:
+        print(
+            "dev mode: a token for tenant 'default', environment 'default', every scope:\n"
+            f"dev token: {api.state.dev_token}\n"
+            f"  curl -H 'Authorization: Bearer {api.state.dev_token}' "
+            f"{where}/api/v1/workflows/definitions",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif settings.api_dev:
+        print(
+            "dev mode: tokens are checked with the configured public key; none was minted",
+            file=sys.stderr,
+            flush=True,
+        )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            api,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level=settings.log_level.lower(),
+            lifespan="on",
+        )
+    )
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    if not server.started:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -15,6 +15,14 @@
 | LEGATO_SMTP_HOST, _PORT | localhost, 1025 | send_email's SMTP server |
 | LEGATO_SMTP_USER, _PASSWORD, _STARTTLS | -, -, false | SMTP login and STARTTLS |
 | LEGATO_LOG_LEVEL | WARNING | log level |
+| LEGATO_API_SCHEDULER | true | `legato serve` fires cron triggers (safe in several processes) |
+| LEGATO_API_HOST, _PORT | 127.0.0.1, 8080 | where `legato serve` listens |
+| LEGATO_API_DEV | false | dev mode: a random HS256 secret if none is set, and a printed token |
+| LEGATO_API_WORKER | true | `legato serve` runs a worker in its process (false: `legato worker`) |
+| LEGATO_API_JWT_SECRET | (none) | HS256 secret that signs the API's bearer tokens |
+| LEGATO_API_JWT_PUBLIC_KEY | (none) | RS256 public key: PEM text or a path to a PEM file |
+| LEGATO_API_JWT_JWKS | (none) | a JWKS file whose keys verify RS256 tokens (chosen by `kid`) |
+| LEGATO_API_JWT_ISSUER, _AUDIENCE | (none) | when set, tokens must carry this `iss` / `aud` |
 """
 
 from __future__ import annotations
@@ -54,6 +62,17 @@ class Settings(BaseModel):
     smtp_password: str | None = Field(None, repr=False)
     smtp_starttls: bool = False
     log_level: str = "WARNING"
+    # the REST API (`legato serve`)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=1, le=65535)
+    api_dev: bool = False
+    api_worker: bool = True
+    api_scheduler: bool = True
+    api_jwt_secret: str | None = Field(None, repr=False)
+    api_jwt_public_key: str | None = None
+    api_jwt_jwks: str | None = None
+    api_jwt_issuer: str | None = None
+    api_jwt_audience: str | None = None
 
     @field_validator("activities", "allowed_hosts", mode="before")
     @classmethod

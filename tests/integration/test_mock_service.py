@@ -248,6 +248,7 @@ def test_configurable_idempotency_and_attempt_headers() -> None:
 
 # ---- gRPC ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def grpc_parts() -> Any:
     from legato.connectors.base import Task

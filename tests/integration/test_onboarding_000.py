@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-import legato
 from examples.onboarding.callbacks import CallbackReceiver
 from examples.onboarding.standins import running
+
+import legato
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "onboarding"
@@ -86,9 +86,7 @@ async def test_employee_onboarding_runs_end_to_end(
     assert len(creates) == RUNS
     assert len({c.idempotency_key for c in creates}) == RUNS
     assert len(standins.token.calls("oauth.token")) == 1
-    assert all(
-        c.headers.get("authorization") == "Bearer wd-access-token-7Hq2" for c in creates
-    )
+    assert all(c.headers.get("authorization") == "Bearer wd-access-token-7Hq2" for c in creates)
     # the checks were started asynchronously and answered by callback, once each
     for operation in ("criminal.check", "employment.verify"):
         calls = standins.sterling.calls(operation)

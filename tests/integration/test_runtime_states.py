@@ -348,8 +348,11 @@ async def test_parallel_at_least_n_tolerates_failed_branches_while_n_can_still_s
 
     assert result.status == "completed", result.error
     assert result.output["votes"] == {"voter0": {"voter": 0}, "voter2": {"voter": 2}}
-    assert step(result, "quorum[voter1].vote")["status"] == "failed"
-    await check_history(engine, result.run_id)
+    # voter1 fails; if voter0's and voter2's successes are committed before its failure,
+    # the met quorum cancels it first: both are right (the branches finish together)
+    voter1 = step(result, "quorum[voter1].vote")["status"]
+    assert voter1 in ("failed", "cancelled")
+    await check_history(engine, result.run_id, all_outcomes=voter1 == "failed")
 
 
 async def test_parallel_at_least_n_fails_once_n_cannot_be_reached(

@@ -19,6 +19,12 @@ exist for.
 Reading what happened: ``GET /calls`` and ``GET /effects`` (JSON), or, in-process, the
 :attr:`Recorder.calls` and :attr:`Recorder.effects` snapshots.
 
+Which process made a call: with ``identify_clients=True`` (Linux) each call's
+``client_pid`` is the pid of the local process whose socket sent it, looked up in
+``/proc`` while the request is open; tests with several worker processes use it to tell
+which worker applied which effect.  ``delay`` (a function of the :class:`Call`) replaces
+the random latency when some paths must answer slowly and others fast.
+
 In tests::
 
     with Recorder(latency=(0.005, 0.03), seed=7) as recorder:
@@ -37,10 +43,12 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -75,6 +83,8 @@ class Call:
     answering_at: float | None = None
     answered_at: float | None = None
     delivered: bool | None = None
+    client_pid: int | None = None
+    """The local process that sent it (``identify_clients=True``); None if not known."""
 
     def in_flight_at(self, instant: float) -> bool:
         """Was this call received, but not yet answered, at monotonic ``instant``?"""
@@ -119,6 +129,9 @@ class _Handler(BaseHTTPRequestHandler):
         recorder = self.server.recorder
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        client_pid = None
+        if recorder.identify_clients:
+            client_pid = recorder._clients.pid_of(self.client_address, self.server.server_address)
         index, status, response, replayed = recorder._arrive(
             method=self.command,
             path=urlsplit(self.path).path,
@@ -126,8 +139,9 @@ class _Handler(BaseHTTPRequestHandler):
             key=self.headers.get("Idempotency-Key"),
             run_id=self.headers.get("X-Legato-Run-Id"),
             step=self.headers.get("X-Legato-Step"),
+            client_pid=client_pid,
         )
-        delay = recorder._delay()
+        delay = recorder._delay(index)
         if delay > 0:
             time.sleep(delay)
         recorder._answering(index)
@@ -167,11 +181,78 @@ class _Server(ThreadingHTTPServer):
         pass  # a client that died halfway through a request: nothing to report
 
 
+class _ClientPids:
+    """Finds the local process that owns the client end of a loopback TCP connection:
+    its socket inode from ``/proc/net/tcp{,6}``, then the process holding that inode
+    among ``/proc/<pid>/fd`` (the processes found before are searched first)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: list[int] = []
+
+    def pid_of(self, client: Any, server: Any) -> int | None:
+        try:
+            inode = self._inode(int(client[1]), int(server[1]))
+            if inode is None:
+                return None
+            target = f"socket:[{inode}]"
+            with self._lock:
+                known = list(self._known)
+            for pid in known:
+                if self._holds(pid, target):
+                    return pid
+            with os.scandir("/proc") as entries:
+                pids = [int(e.name) for e in entries if e.name.isdigit()]
+            for pid in pids:
+                if pid not in known and self._holds(pid, target):
+                    with self._lock:
+                        self._known.insert(0, pid)
+                    return pid
+        except OSError:
+            return None
+        return None
+
+    @staticmethod
+    def _inode(client_port: int, server_port: int) -> int | None:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table, encoding="ascii") as lines:
+                    next(lines, None)
+                    for line in lines:
+                        fields = line.split()
+                        local, remote, inode = fields[1], fields[2], int(fields[9])
+                        if (
+                            inode
+                            and int(local.rsplit(":", 1)[1], 16) == client_port
+                            and int(remote.rsplit(":", 1)[1], 16) == server_port
+                        ):
+                            return inode
+            except FileNotFoundError:
+                continue
+        return None
+
+    @staticmethod
+    def _holds(pid: int, target: str) -> bool:
+        try:
+            with os.scandir(f"/proc/{pid}/fd") as fds:
+                for fd in fds:
+                    try:
+                        if os.readlink(fd.path) == target:
+                            return True
+                    except OSError:
+                        continue
+        except OSError:
+            return False
+        return False
+
+
 class Recorder:
     """The stand-in service.  A context manager: entering starts it on a free port.
 
     ``latency`` is a ``(low, high)`` range of seconds spent on each effect request after
-    the effect is applied (uniform, drawn from ``random.Random(seed)``).
+    the effect is applied (uniform, drawn from ``random.Random(seed)``); ``delay``, if
+    given, is called with the :class:`Call` instead and returns the seconds to spend.
+    ``identify_clients`` records each call's ``client_pid`` (Linux ``/proc``).
     """
 
     def __init__(
@@ -181,11 +262,16 @@ class Recorder:
         port: int = 0,
         latency: tuple[float, float] = (0.0, 0.0),
         seed: int | None = None,
+        delay: Callable[[Call], float] | None = None,
+        identify_clients: bool = False,
     ) -> None:
         low, high = latency
         if low < 0 or high < low:
             raise ValueError(f"latency must be a (low, high) range of seconds, got {latency!r}")
         self.latency = (low, high)
+        self.delay = delay
+        self.identify_clients = identify_clients
+        self._clients = _ClientPids()
         self._host, self._port = host, port
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -259,6 +345,17 @@ class Recorder:
         """The calls received but not yet answered at monotonic ``instant``."""
         return [c for c in self.calls if c.in_flight_at(instant)]
 
+    def wait_for(
+        self, predicate: Callable[[Call], bool], *, timeout: float, interval: float = 0.002
+    ) -> Call | None:
+        """The first call matching ``predicate``, waiting up to ``timeout`` s; None."""
+        until = time.monotonic() + timeout
+        while True:
+            found = next((c for c in self.calls if predicate(c)), None)
+            if found is not None or time.monotonic() >= until:
+                return found
+            time.sleep(interval)
+
     # ---- the request path (called by the handler threads) ----------------------------------
 
     def _arrive(
@@ -270,6 +367,7 @@ class Recorder:
         key: str | None,
         run_id: str | None,
         step: str | None,
+        client_pid: int | None = None,
     ) -> tuple[int, int, dict[str, Any], bool]:
         now = time.monotonic()
         with self._lock:
@@ -310,11 +408,16 @@ class Recorder:
                     received_at=now,
                     replayed=replayed,
                     status=status,
+                    client_pid=client_pid,
                 )
             )
         return index, status, response, replayed
 
-    def _delay(self) -> float:
+    def _delay(self, index: int | None = None) -> float:
+        if self.delay is not None and index is not None:
+            with self._lock:
+                call = self._calls[index]
+            return max(0.0, float(self.delay(call)))
         low, high = self.latency
         if high <= 0:
             return 0.0

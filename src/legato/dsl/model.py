@@ -290,6 +290,11 @@ class Trigger(_Model):
     event_name: str | None = None
     conditions: tuple[Condition, ...] = ()
     schedule: Any = None
+    secret_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Webhooks: the environment variable holding the HMAC secret.",
+    )
 
 
 class Definition(_Model):

@@ -158,3 +158,48 @@ rate_limits = sa.Table(
     sa.Column("tokens", sa.Double(), nullable=False),
     sa.Column("updated_at", sa.Double(), nullable=False),
 )
+
+# Workflows of the API (store/workflows.py): a stable id (`wf_<12 hex>`) naming a series of
+# immutable versions, which live in `definitions` with name = the workflow's id.  The
+# trigger columns are copied from the current version so that event fan-out and the cron
+# scheduler find their workflows without reading documents.  Deleting marks the row.
+workflows = sa.Table(
+    "workflows",
+    metadata,
+    *_scope_columns(),
+    sa.Column("id", sa.String(), nullable=False),
+    sa.Column("name", sa.String(), nullable=False),
+    sa.Column("description", sa.Text(), nullable=True),
+    sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
+    sa.Column("current_version", sa.Integer(), nullable=False),
+    sa.Column("trigger_type", sa.String(), nullable=False),
+    sa.Column("event_name", sa.String(), nullable=True),
+    sa.Column("schedule", sa.Text(), nullable=True),
+    sa.Column("deleted", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("created_by", sa.String(), nullable=True),
+    sa.Column("created_at", sa.String(), nullable=False),
+    sa.Column("updated_at", sa.String(), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "environment_id", "id"),
+    sa.Index(None, "tenant_id", "environment_id", "created_at"),
+    # event fan-out: the enabled workflows of one scope listening to one event
+    sa.Index(None, "tenant_id", "environment_id", "event_name"),
+    # the cron scheduler looks across tenants for scheduled workflows
+    sa.Index(None, "trigger_type"),
+)
+
+# Cron progress of the trigger scheduler (store/schedules.py, triggers/cron.py): per
+# scheduled workflow, the schedule it was computed for (`cron|timezone`), the last tick
+# fired or skipped and the next one due.  Only progress: a tick fires once because its
+# run id is derived from it, so a lost or stale row can cost a look, never a second run.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    *_scope_columns(),
+    sa.Column("workflow_id", sa.String(), nullable=False),
+    sa.Column("schedule", sa.String(), nullable=False),
+    sa.Column("last_tick", sa.String(), nullable=True),
+    sa.Column("next_tick", sa.String(), nullable=False),
+    sa.Column("updated_at", sa.String(), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "environment_id", "workflow_id"),
+    sa.Index(None, "next_tick"),
+)

@@ -28,6 +28,7 @@ from legato.store import ratelimits as rate_limit_queries
 from legato.store import runs as run_queries
 from legato.store import signals as signal_queries
 from legato.store import work as work_queries
+from legato.store import workflows as workflow_queries
 from legato.store._db import READ_ONLY, create_engine, resolve_url
 from legato.store.errors import translated
 from legato.store.records import (
@@ -410,3 +411,237 @@ class SqlStore:
     async def rate_limit_state(self, key: str) -> tuple[float, float] | None:
         """``(tokens, updated_at)`` of a bucket, or None if it was never used."""
         return await self._read(rate_limit_queries.state, key)
+
+    # -- workflows (the API's named, versioned definitions; store/workflows.py) ------------
+
+    async def create_workflow(
+        self,
+        scope: Scope,
+        *,
+        workflow_id: str,
+        name: str,
+        description: str | None,
+        enabled: bool,
+        current_version: int,
+        trigger_type: str,
+        event_name: str | None,
+        schedule: str | None,
+        created_by: str | None,
+        now: datetime,
+    ) -> workflow_queries.WorkflowRecord:
+        """Insert a workflow row; ConflictError if the id is taken in this scope."""
+        return await self._write(
+            workflow_queries.create_workflow,
+            _scope(scope),
+            workflow_id=workflow_id,
+            name=name,
+            description=description,
+            enabled=enabled,
+            current_version=current_version,
+            trigger_type=trigger_type,
+            event_name=event_name,
+            schedule=schedule,
+            created_by=created_by,
+            now=now,
+        )
+
+    async def get_workflow(
+        self, scope: Scope, workflow_id: str, *, include_deleted: bool = False
+    ) -> workflow_queries.WorkflowRecord:
+        """The workflow; NotFoundError if it is not in this scope (or is deleted)."""
+        return await self._read(
+            workflow_queries.get_workflow,
+            _scope(scope),
+            workflow_id,
+            include_deleted=include_deleted,
+        )
+
+    async def get_workflows(
+        self, scope: Scope, workflow_ids: Sequence[str]
+    ) -> dict[str, workflow_queries.WorkflowRecord]:
+        """The workflows among ``workflow_ids`` (deleted ones too), by id."""
+        return await self._read(workflow_queries.get_workflows, _scope(scope), list(workflow_ids))
+
+    async def list_workflows(
+        self,
+        scope: Scope,
+        *,
+        enabled: bool | None = None,
+        name: str | None = None,
+        trigger_type: str | None = None,
+        after: workflow_queries.Position | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[workflow_queries.WorkflowRecord]:
+        """Workflows that are not deleted, newest first; ``after`` is the position of the
+        last one of the previous page."""
+        return await self._read(
+            workflow_queries.list_workflows,
+            _scope(scope),
+            enabled=enabled,
+            name=name,
+            trigger_type=trigger_type,
+            after=after,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def set_workflow_version(
+        self,
+        scope: Scope,
+        workflow_id: str,
+        *,
+        expected_version: int,
+        version: int,
+        name: str,
+        description: str | None,
+        trigger_type: str,
+        event_name: str | None,
+        schedule: str | None,
+        enabled: bool | None = None,
+        now: datetime,
+    ) -> workflow_queries.WorkflowRecord:
+        """Make ``version`` (already stored) the workflow's current one, copying its
+        trigger; ConflictError if another update got there first."""
+        return await self._write(
+            workflow_queries.set_current_version,
+            _scope(scope),
+            workflow_id,
+            expected_version=expected_version,
+            version=version,
+            name=name,
+            description=description,
+            trigger_type=trigger_type,
+            event_name=event_name,
+            schedule=schedule,
+            enabled=enabled,
+            now=now,
+        )
+
+    async def set_workflow_enabled(
+        self, scope: Scope, workflow_id: str, enabled: bool, *, now: datetime
+    ) -> workflow_queries.WorkflowRecord:
+        return await self._write(
+            workflow_queries.set_enabled, _scope(scope), workflow_id, enabled, now=now
+        )
+
+    async def delete_workflow(
+        self, scope: Scope, workflow_id: str, *, now: datetime
+    ) -> workflow_queries.WorkflowRecord:
+        """Mark the workflow deleted; its versions and runs stay readable by id."""
+        return await self._write(workflow_queries.mark_deleted, _scope(scope), workflow_id, now=now)
+
+    async def list_enabled_by_event(
+        self, scope: Scope, event_name: str, *, enabled_only: bool = True
+    ) -> list[workflow_queries.WorkflowRecord]:
+        """Event fan-out: the workflows of this scope triggered by ``event_name``."""
+        return await self._read(
+            workflow_queries.list_enabled_by_event,
+            _scope(scope),
+            event_name,
+            enabled_only=enabled_only,
+        )
+
+    async def list_scheduled(self) -> list[workflow_queries.WorkflowRecord]:
+        """Infrastructure (the cron scheduler), across tenants: enabled scheduled workflows."""
+        return await self._read(workflow_queries.list_scheduled)
+
+    async def list_workflow_versions(
+        self, scope: Scope, workflow_id: str
+    ) -> list[DefinitionRecord]:
+        """The stored versions of a workflow, oldest first."""
+        return await self._read(workflow_queries.list_versions, _scope(scope), workflow_id)
+
+    async def count_active_runs(self, scope: Scope, workflow: str) -> int:
+        """How many runs of ``workflow`` have not ended (running or compensating)."""
+        return await self._read(workflow_queries.count_active_runs, _scope(scope), workflow)
+
+    async def active_run_ids(self, scope: Scope, workflow: str) -> list[str]:
+        """Ids of the runs of ``workflow`` that have not ended, oldest first."""
+        return await self._read(workflow_queries.active_run_ids, _scope(scope), workflow)
+
+    async def list_executions(
+        self,
+        scope: Scope,
+        *,
+        workflow: str | None = None,
+        statuses: Sequence[str] | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+        after: workflow_queries.Position | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs newest first with the API's filters; ``snapshot`` is None."""
+        return await self._read(
+            workflow_queries.list_executions,
+            _scope(scope),
+            workflow=workflow,
+            statuses=None if statuses is None else list(statuses),
+            started_after=started_after,
+            started_before=started_before,
+            after=after,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def scope_of_run(self, run_id: str) -> Scope | None:
+        """Infrastructure, across tenants: the scope of a run, for a caller that proves
+        its right to the run another way (a callback's unguessable token)."""
+        return await self._read(workflow_queries.scope_of_run, run_id)
+
+    async def schema_revision(self) -> tuple[str | None, str | None]:
+        """(the database's schema revision, the revision this Legato needs): equal when
+        the migrations are current.  Reading it also proves the database answers."""
+
+        def read() -> tuple[str | None, str | None]:
+            current = self._transaction(True, migrations.current_revision)
+            return current, migrations.head_revision()
+
+        return await self._call(read)
+
+    # -- cron progress (the trigger scheduler; store/schedules.py) --------------------------
+    # Imported where used: this block was appended while other blocks were being written.
+
+    async def list_schedule_progress(self) -> list[Any]:
+        """Infrastructure (the cron scheduler), across tenants: every ``schedules`` row, as
+        ``store.schedules.ScheduleProgress``."""
+        from legato.store import schedules as schedule_queries
+
+        return await self._read(schedule_queries.list_progress)
+
+    async def get_schedule_progress(self, scope: Scope, workflow_id: str) -> Any:
+        """The workflow's ``ScheduleProgress``, or None before its first pass."""
+        from legato.store import schedules as schedule_queries
+
+        return await self._read(schedule_queries.get_progress, _scope(scope), workflow_id)
+
+    async def advance_schedule(
+        self,
+        scope: Scope,
+        workflow_id: str,
+        *,
+        schedule: str,
+        last_tick: datetime | None,
+        next_tick: datetime,
+        now: datetime,
+    ) -> bool:
+        """Record a schedule's progress; it only moves forward (or re-anchors when
+        ``schedule`` changed).  Returns whether the row changed."""
+        from legato.store import schedules as schedule_queries
+
+        return await self._write(
+            schedule_queries.advance,
+            _scope(scope),
+            workflow_id,
+            schedule=schedule,
+            last_tick=last_tick,
+            next_tick=next_tick,
+            now=now,
+        )
+
+    async def delete_schedule_progress(self, scope: Scope, workflow_id: str) -> int:
+        """Forget a workflow's cron progress."""
+        from legato.store import schedules as schedule_queries
+
+        return await self._write(schedule_queries.delete_progress, _scope(scope), workflow_id)
