@@ -4,7 +4,8 @@
 * HR (Workday) over gRPC: ``employee.create`` and its compensation ``employee.delete``,
 * the Sterling background checks over REST, answering *asynchronously*: each check is
   accepted at once and its result is POSTed to a callback URL a little later,
-* IT provisioning over gRPC, which the workflow calls in batches.
+* IT provisioning over gRPC, which the workflow calls in batches,
+* payments (Stripe) over REST, with a bearer token and an Idempotency-Key header.
 
 They are built with :mod:`legato.mock` and record every call they receive.
 """
@@ -26,6 +27,7 @@ class Standins:
     hr: MockService
     sterling: MockService
     it: MockService
+    payment: MockService
     env: dict[str, str]
 
 
@@ -47,7 +49,17 @@ async def running(
         {"access_token": "wd-access-token-7Hq2", "token_type": "Bearer", "expires_in": 3600}
     )
     hr = MockService("hr-workday")
-    hr.operation("employee.create").respond(_employee(itertools.count(1)))
+    hr.operation("employee.create").respond(_employee(itertools.count(1))).side_effects(
+        [
+            {
+                "effect_id": "hr-record",
+                "effect_type": "record.created",
+                "description": "an employee record in Workday",
+                "reversible": True,
+                "compensation_method": "employee.delete",
+            }
+        ]
+    ).cost({"currency": "USD", "amount": 0.02, "units": 1, "unit": "call"})
     hr.operation("employee.delete").respond({"deleted": True})
     sterling = MockService("background-check-sterling")
     for operation in ("criminal.check", "employment.verify"):
@@ -58,7 +70,12 @@ async def running(
     it.operation("accounts.provision").respond(
         lambda request: {"account": f"acct-{request.idempotency_key[-12:]}", "provisioned": True}
     )
-    with token.http() as token_url, sterling.http() as sterling_url:
+    payment = MockService("payment-stripe")
+    payment.operation("payment.charge").respond(
+        lambda request: {"charge_id": f"ch_{request.idempotency_key[-10:]}", "status": "succeeded"}
+    )
+    payment.operation("payment.refund").respond({"status": "refunded"})
+    with token.http() as token_url, sterling.http() as sterling_url, payment.http() as pay_url:
         async with hr.grpc() as hr_address, it.grpc() as it_address:
             env = {
                 "HR_ENDPOINT": hr_address,
@@ -66,6 +83,9 @@ async def running(
                 "STERLING_URL": sterling_url,
                 "WORKDAY_TOKEN_URL": f"{token_url}/oauth/token",
                 "CALLBACK_URL": callback_url,
+                "STRIPE_URL": pay_url,
                 **(secrets or {}),
             }
-            yield Standins(token=token, hr=hr, sterling=sterling, it=it, env=env)
+            yield Standins(
+                token=token, hr=hr, sterling=sterling, it=it, payment=payment, env=env
+            )

@@ -25,6 +25,7 @@ SECRETS = {
     "WORKDAY_CLIENT_ID": "wd-client-id-Q7v1",
     "WORKDAY_CLIENT_SECRET": "wd-client-secret-8KzPq",
     "STERLING_API_KEY": "sterling-live-key-J3n9x",
+    "STRIPE_SECRET_KEY": "sk_live_stripe-Vb21q",
 }
 RUNS = 50
 
@@ -75,6 +76,10 @@ async def test_employee_onboarding_runs_end_to_end(
     assert first.output["employee"]["id"].startswith("E-")
     assert first.output["employee"]["workday_id"].startswith("WD-")
     steps = {s["id"]: s for s in first.steps}
+    # side effects and cost the HR service reported are stored with the step
+    hr_meta = steps["create_hr_record"]["metadata"]
+    assert hr_meta["side_effects"][0]["effect_type"] == "record.created"
+    assert hr_meta["cost"]["currency"] == "USD"
     assert steps["run_background_check"]["status"] == "completed"
     for check in ("criminal_check", "employment_verification"):
         branch = steps[f"run_background_check[{check}].{check}"]
@@ -145,3 +150,43 @@ async def test_a_duplicate_or_unexpected_callback_is_refused_and_changes_nothing
                     await engine.callback("no-such-run~abc", {})
                 after = await engine.history(run_id)
     assert len(after) == len(before)
+
+
+async def test_the_payment_stand_in_is_charged_once_per_step_with_its_bearer_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: legato.ActivityRegistry
+) -> None:
+    with CallbackReceiver() as receiver:
+        async with running(callback_url=receiver.url, secrets=SECRETS) as standins:
+            for key, value in standins.env.items():
+                monkeypatch.setenv(key, value)
+            charge = legato.Definition.model_validate(
+                {
+                    "name": "charge",
+                    "start_at": "charge",
+                    "states": {
+                        "charge": {
+                            "type": "task",
+                            "service": "payment-stripe",
+                            "operation": "payment.charge",
+                            "input": {"amount": "$.input.amount", "currency": "usd"},
+                            "result_path": "$.charge",
+                            "compensation": {"operation": "payment.refund"},
+                        }
+                    },
+                }
+            )
+            async with legato.Engine.open(
+                tmp_path / "legato.db",
+                registry=registry,
+                services=EXAMPLE / "services.yaml",
+                options=legato.WorkerOptions(poll_interval=0.05),
+            ) as engine:
+                result = await engine.run(charge, {"amount": 4200}, timeout=30)
+                history = await engine.history(result.run_id)
+    assert result.status == "completed", result.error
+    assert result.output["charge"]["status"] == "succeeded"
+    [call] = standins.payment.calls("payment.charge")
+    assert call.headers["authorization"] == f"Bearer {SECRETS['STRIPE_SECRET_KEY']}"
+    assert call.idempotency_key == f"{result.run_id}:charge:0"  # the seed's idempotency_header
+    assert call.body == {"amount": 4200, "currency": "usd"}
+    assert SECRETS["STRIPE_SECRET_KEY"] not in json.dumps([e.payload for e in history])

@@ -304,6 +304,8 @@ def _on_completed(program: Program, state: RunState, event: ev.StepCompleted) ->
         return  # stale or duplicate outcome: already recorded, or the step was cancelled
     if event.started_at is not None:
         rec.started_at = _iso(event.started_at)
+    if event.metadata:
+        rec.metadata = dict(event.metadata)
     _complete_step(program, state, rec, event.output, event.at)
 
 
@@ -347,6 +349,8 @@ def _on_accepted(program: Program, state: RunState, event: ev.StepAccepted) -> N
         return
     if event.started_at is not None:
         rec.started_at = _iso(event.started_at)
+    if event.metadata:
+        rec.metadata = dict(event.metadata)
     rec.status = StepStatus.WAITING
     rec.operation_id = event.operation_id
     spec = program.spec(state.frames[rec.frame].graph, rec.state)

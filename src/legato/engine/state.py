@@ -91,6 +91,7 @@ class StepRecord:
     child_run_id: str | None = None
     correlation: str | None = None
     operation_id: str | None = None  # an accepted async operation's handle
+    metadata: dict[str, Any] | None = None  # what a service reported: side effects, cost
     caught: bool = False
     # parallel / foreach bookkeeping
     children: list[str] = field(default_factory=list)

@@ -61,6 +61,8 @@ def step_views(
             }
         if rec.child_run_id:
             view["child_run_id"] = rec.child_run_id
+        if rec.metadata:
+            view["metadata"] = rec.metadata  # side effects and cost the service reported
         out.append(view)
     seen = {rec.state for rec in state.steps.values() if rec.frame == ""}
     ended = state.status not in (RunStatus.RUNNING,)
