@@ -404,9 +404,15 @@ class Engine:
                 await asyncio.wait_for(fut, interval)
 
     def _on_commit(self, scope: Scope, run_id: str, state: RunState) -> None:
-        for fut in self._waiters.pop((scope, run_id), []):
+        futures = self._waiters.pop((scope, run_id), [])
+        if not futures:
+            return
+        # A copy: the worker changes its cached state in place for the next commit, and a
+        # waiter that runs later must see what was committed, not what is being committed.
+        committed = RunState.from_dict(json.loads(json.dumps(state.to_dict(), default=str)))
+        for fut in futures:
             if not fut.done():
-                fut.set_result(state)
+                fut.set_result(committed)
 
     async def runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 50

@@ -248,15 +248,21 @@ def verify_run(conn: sa.Connection, scope: Scope, run_id: str) -> int | None:
     Besides each link, the chain's end must be the run's recorded head (``last_seq``,
     ``last_hash``), so deleting or appending events at the end is detected too.
     """
-    head = conn.execute(
-        sa.select(runs.c.last_seq, runs.c.last_hash).where(_scoped(scope, run_id))
-    ).first()
-    if head is None:
-        raise _not_found(scope, run_id)
-    rows = [
-        ChainRow(r.run_id, r.seq, r.type, r.at, r.payload, r.prev_hash, r.hash)
-        for r in conn.execute(_event_query(scope, run_id))
-    ]
+    head_query = sa.select(runs.c.last_seq, runs.c.last_hash).where(_scoped(scope, run_id))
+    # Read the head, the events, and the head again: under READ COMMITTED (PostgreSQL)
+    # each statement sees its own snapshot, and a commit landing between them would look
+    # like a broken chain. If the head moved, read again.
+    for _ in range(5):
+        head = conn.execute(head_query).first()
+        if head is None:
+            raise _not_found(scope, run_id)
+        rows = [
+            ChainRow(r.run_id, r.seq, r.type, r.at, r.payload, r.prev_hash, r.hash)
+            for r in conn.execute(_event_query(scope, run_id))
+        ]
+        again = conn.execute(head_query).first()
+        if again is not None and tuple(again) == tuple(head):
+            break
     broken = verify(rows)
     if broken is not None:
         return broken

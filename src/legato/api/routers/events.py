@@ -146,6 +146,11 @@ async def publish_event(request: Request, caller: Executor) -> Any:
             "the request has no event. Fix: send a CloudEvents 1.0 JSON event as the body"
         )
     if isinstance(body, list):
+        if media_type(request) != "application/cloudevents-batch+json":
+            raise InputError(
+                "a list of events is a batch. Fix: send it with Content-Type "
+                "application/cloudevents-batch+json, or send one event as a JSON object"
+            )
         results: list[EventResult] = await accept_events(engine, scope, body)
         out: dict[str, Any] = {"results": [r.to_json() for r in results]}
         if any(r.failed for r in results):
