@@ -438,3 +438,20 @@ def test_registry_keeps_env_references_as_written(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("services:\n  - name: a\n    auth: {token: '${TOKEN}'}\n")
     assert load_service_capabilities(path) == {"a": set()}
+
+
+def test_a_trigger_lacking_what_its_type_needs_is_an_error() -> None:
+    from legato.dsl.model import Definition
+    from legato.dsl.validate import validate
+
+    def findings(trigger: dict[str, object]) -> list[tuple[str, str]]:
+        d = Definition.model_validate(
+            {"name": "t", "start_at": "a", "states": {"a": {"type": "succeed"}}, "trigger": trigger}
+        )
+        return [(f.code, f.pointer) for f in validate(d)]
+
+    assert findings({"type": "event"}) == [("L120", "/trigger/event_name")]
+    assert findings({"type": "scheduled"}) == [("L120", "/trigger/schedule")]
+    assert findings({"type": "manual", "secret_env": "X"}) == [("L120", "/trigger/secret_env")]
+    assert findings({"type": "event", "event_name": "customer.created"}) == []
+    assert findings({"type": "webhook", "secret_env": "HOOK_SECRET"}) == []

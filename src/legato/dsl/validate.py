@@ -51,6 +51,7 @@ BAD_EXPRESSION = "L116"
 BAD_TARGET_PATH = "L117"
 RETRY_INTERVALS = "L118"
 BAD_INSTANT = "L119"
+TRIGGER_INCOMPLETE = "L120"
 
 RULES: dict[str, tuple[str, str]] = {
     UNKNOWN_TARGET: ("error", "a transition names a state that does not exist"),
@@ -72,6 +73,7 @@ RULES: dict[str, tuple[str, str]] = {
     BAD_TARGET_PATH: ("error", "an output or result path is not a simple path like `$.a.b`"),
     RETRY_INTERVALS: ("warning", "a retry policy's initial interval exceeds its maximum"),
     BAD_INSTANT: ("error", "a wait's `until` is neither an expression nor an instant with a zone"),
+    TRIGGER_INCOMPLETE: ("error", "a trigger lacks what its type needs"),
 }
 
 _NAME = re.compile(model.NAME_PATTERN)
@@ -165,6 +167,30 @@ class _Checker:
         if d.trigger is not None:
             for i, cond in enumerate(d.trigger.conditions):
                 self.condition(cond, join("/trigger/conditions", i))
+            self.trigger(d.trigger)
+
+    def trigger(self, t: model.Trigger) -> None:
+        if t.type == "event" and not t.event_name:
+            self.error(
+                TRIGGER_INCOMPLETE,
+                "/trigger/event_name",
+                "an event trigger needs the event's name; without one nothing starts it",
+                "add `event_name`, e.g. `event_name: customer.created`",
+            )
+        if t.type == "scheduled" and not t.schedule:
+            self.error(
+                TRIGGER_INCOMPLETE,
+                "/trigger/schedule",
+                "a scheduled trigger needs a schedule; without one it never fires",
+                "add `schedule`, e.g. `schedule: \"*/5 * * * *\"`",
+            )
+        if t.secret_env is not None and t.type != "webhook":
+            self.error(
+                TRIGGER_INCOMPLETE,
+                "/trigger/secret_env",
+                f"`secret_env` only means something on a webhook trigger, not `{t.type}`",
+                "remove `secret_env`, or make the trigger `type: webhook`",
+            )
 
     def graph(
         self,
