@@ -39,10 +39,9 @@ The server side of the contract is :class:`legato.mq_executor.MqExecutor`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import ssl
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any
 
 import nats
@@ -51,7 +50,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from legato.connectors import _mq
-from legato.connectors.base import AuthProvider, NoAuth, Result, Task
+from legato.connectors.base import AuthProvider, NoAuth, Task
 from legato.connectors.config import ServiceConfig
 from legato.errors import ConfigurationError, ErrorClass, StepError, UsageError
 from legato.net import NetworkPolicy
@@ -143,7 +142,7 @@ class _Never(asyncio.Event):
 _NEVER = _Never()
 
 
-class NatsConnector:
+class NatsConnector(_mq.RequestReplyConnector):
     """The adapter for one ``type: nats`` service (see the module docstring)."""
 
     def __init__(
@@ -176,61 +175,6 @@ class NatsConnector:
 
     # ---- the Connector protocol -----------------------------------------------------------
 
-    async def execute(self, task: Task) -> Result:
-        reply = await self._call(task)
-        return _mq.reply_to_result(reply, where=self._where(task), details=self._details(task))
-
-    async def execute_batch(self, tasks: list[Task]) -> list[Result | Exception]:
-        """One request per task, all at once; one Result or StepError per task, in order."""
-        if not tasks:
-            return []
-        outcomes = await asyncio.gather(*(self.execute(t) for t in tasks), return_exceptions=True)
-        out: list[Result | Exception] = []
-        for outcome in outcomes:
-            if isinstance(outcome, Result | Exception):
-                out.append(outcome)
-            else:  # a BaseException (cancellation): not ours to swallow
-                raise outcome
-        return out
-
-    async def start_async(self, task: Task, callback_token: str) -> Result:
-        """The request with headers ``legato-async: true`` and ``legato-callback-token``.
-
-        An IN_PROGRESS / PENDING reply gives ``Result(operation_id=...)``; a service that
-        finished at once gives its full Result. ``metadata["task_status"]`` says which.
-        """
-        extra = {_mq.ASYNC_HEADER: "true", _mq.CALLBACK_TOKEN_HEADER: callback_token}
-        reply = await self._call(task, extra=extra)
-        return _mq.reply_to_ack(
-            reply, task=task, where=self._where(task), details=self._details(task)
-        )
-
-    async def check_status(self, task: Task, operation_id: str) -> Result | None:
-        """A request to the ``async.status_operation`` with ``{operation_id, operation,
-        task_id}``: None while IN_PROGRESS / PENDING, else the Result (or StepError)."""
-        status_operation = self.config.async_.status_operation if self.config.async_ else None
-        if not status_operation:
-            raise StepError(
-                f"service {self.name} has no `async.status_operation`, so the status of "
-                f"operation {operation_id!r} cannot be polled; set it in services.yaml or let "
-                "the service call back",
-                error_class=ErrorClass.PERMANENT,
-                details={"service": self.name, "operation": task.operation},
-            )
-        status_task = dataclasses.replace(task, operation=status_operation, idempotency_key="")
-        payload = {
-            "operation_id": operation_id,
-            "operation": task.operation,
-            "task_id": task.task_id,
-        }
-        reply = await self._call(status_task, payload=payload, use_deadline=False)
-        return _mq.reply_to_status(
-            reply,
-            operation_id=operation_id,
-            where=self._where(status_task),
-            details=self._details(status_task),
-        )
-
     async def health_check(self) -> None:
         """Connect if needed, then a PING/PONG round trip within ``timeout.connect``; a
         RETRYABLE StepError when the server does not answer."""
@@ -247,10 +191,6 @@ class NatsConnector:
             await nc.flush(timeout=max(1, round(connect)))
         except (nats.errors.Error, TimeoutError, OSError) as exc:
             raise step_error_from_nats(exc, service=self.name, target=self._target) from exc
-
-    def capabilities(self) -> set[str]:
-        """The operations ``services.yaml`` lists for the service (empty: not declared)."""
-        return set(self.config.capabilities)
 
     @property
     def is_connected(self) -> bool:
@@ -295,33 +235,6 @@ class NatsConnector:
             "operation": task.operation,
             "subject": self.subject(task.operation),
         }
-
-    async def _call(
-        self,
-        task: Task,
-        *,
-        extra: Mapping[str, str] | None = None,
-        payload: Any = None,
-        use_deadline: bool = True,
-    ) -> dict[str, Any]:
-        """Send the request and return the reply envelope. An AUTH_FAILED reply to a call
-        that carried credentials refreshes them and tries once more."""
-        body = _mq.request_envelope(task, payload=payload)
-        for attempt in (1, 2):
-            credentials = await self._auth.headers()
-            headers = _mq.message_headers(
-                self.config, task, credentials, idempotency=bool(task.idempotency_key), extra=extra
-            )
-            reply = await self._request(task, body, headers, use_deadline=use_deadline)
-            failed_auth = (
-                str(reply.get("status", "")).upper() == "FAILED"
-                and str(reply.get("error_class", "")).upper() == ErrorClass.AUTH_FAILED
-            )
-            if failed_auth and credentials and attempt == 1:
-                await _mq.refresh_auth(self._auth, credentials)
-                continue
-            return reply
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _request(
         self, task: Task, body: bytes, headers: dict[str, str], *, use_deadline: bool
