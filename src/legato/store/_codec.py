@@ -26,6 +26,21 @@ def dumps(value: Any, *, what: str = "value") -> str:
         raise UsageError(f"the {what} is not JSON-serialisable: {exc}") from exc
 
 
+# Snapshots are rewritten on every commit and read back by key, never compared as text:
+# no key sorting, no cycle check (the engine's state is a tree).
+_SNAPSHOT_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+)
+
+
+def dumps_snapshot(value: Any) -> str:
+    """JSON text of a run snapshot (compact; keys in the state's own order)."""
+    try:
+        return _SNAPSHOT_ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UsageError(f"the run snapshot is not JSON-serialisable: {exc}") from exc
+
+
 def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 

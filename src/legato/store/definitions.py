@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from legato.errors import ConflictError, NotFoundError
+from legato.store import _raw
 from legato.store._codec import dumps, loads, parse_ts, ts
 from legato.store._db import dialect_insert
 from legato.store.records import DefinitionRecord
@@ -90,6 +91,23 @@ def get_definition(
             details={"name": name, "version": version, **_scope_details(scope)},
         )
     return _record(scope, row)
+
+
+def latest_version(conn: sa.Connection, scope: Scope, name: str) -> str:
+    """The newest stored version's name (what ``get_definition`` without a version
+    returns), without reading the document."""
+    cur = _raw.cursor(conn)
+    cur.execute(_raw.sql(conn, _LATEST), (scope.tenant_id, scope.environment_id, name))
+    row = cur.fetchone()
+    if row is None:
+        get_definition(conn, scope, name)  # raises the NotFoundError that says what to do
+    return str(row[0])
+
+
+_LATEST = (
+    "SELECT version FROM definitions WHERE tenant_id = ? AND environment_id = ? AND name = ? "
+    "ORDER BY created_at DESC, version DESC LIMIT 1"
+)
 
 
 def list_definitions(conn: sa.Connection, scope: Scope) -> list[DefinitionRecord]:

@@ -13,9 +13,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from legato.errors import ConflictError, NotFoundError, StoreError
+from legato.store import _raw
 from legato.store import work as work_queries
-from legato.store._codec import dumps, loads, parse_ts, parse_ts_or_none, ts, ts_or_none
-from legato.store._db import dialect_insert
+from legato.store._codec import (
+    dumps,
+    dumps_snapshot,
+    loads,
+    parse_ts,
+    parse_ts_or_none,
+    ts,
+    ts_or_none,
+)
 from legato.store.chain import GENESIS, ChainRow, event_hash, verify
 from legato.store.records import (
     CONFLICT_LEASE,
@@ -29,7 +37,7 @@ from legato.store.records import (
     RunRecord,
     WorkItem,
 )
-from legato.store.schema import due_work, events, runs, signals
+from legato.store.schema import events, runs
 from legato.store.scope import Scope
 
 _RunKey = tuple[str, str, str]  # tenant_id, environment_id, run_id
@@ -73,10 +81,51 @@ def _run_record(row: sa.Row[Any]) -> RunRecord:
     )
 
 
+RUN_COLUMNS = (
+    "tenant_id",
+    "environment_id",
+    "id",
+    "workflow",
+    "workflow_version",
+    "status",
+    "snapshot",
+    "version",
+    "last_seq",
+    "last_hash",
+    "parent_run_id",
+    "created_at",
+    "updated_at",
+    "finished_at",
+)
+_GET_RUN = (
+    f"SELECT {', '.join(RUN_COLUMNS)} FROM runs "
+    "WHERE tenant_id = ? AND environment_id = ? AND id = ?"
+)
+_INSERT_RUN = (
+    f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({_raw.marks(len(RUN_COLUMNS))}) "
+    "ON CONFLICT DO NOTHING"
+)
+_EVENT_COLUMNS = (
+    "tenant_id",
+    "environment_id",
+    "run_id",
+    "seq",
+    "type",
+    "at",
+    "payload",
+    "prev_hash",
+    "hash",
+)
+_INSERT_EVENT_TEXT = (
+    f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES ({_raw.marks(len(_EVENT_COLUMNS))})"
+)
+
+
 def _event_rows(
     scope: Scope, run_id: str, last_seq: int, last_hash: str, new: Sequence[NewEvent]
-) -> tuple[list[dict[str, Any]], int, str]:
-    """The rows for ``new`` events continuing a chain; and the chain's new head."""
+) -> tuple[list[tuple[Any, ...]], int, str]:
+    """The rows (in _EVENT_COLUMNS order) for ``new`` events continuing a chain; and
+    the chain's new head."""
     rows = []
     for event in new:
         last_seq += 1
@@ -84,17 +133,17 @@ def _event_rows(
         payload = dumps(event.payload, what=f"payload of event {event.type}")
         digest = event_hash(last_hash, run_id, last_seq, event.type, at, payload)
         rows.append(
-            {
-                "tenant_id": scope.tenant_id,
-                "environment_id": scope.environment_id,
-                "run_id": run_id,
-                "seq": last_seq,
-                "type": event.type,
-                "at": at,
-                "payload": payload,
-                "prev_hash": last_hash,
-                "hash": digest,
-            }
+            (
+                scope.tenant_id,
+                scope.environment_id,
+                run_id,
+                last_seq,
+                event.type,
+                at,
+                payload,
+                last_hash,
+                digest,
+            )
         )
         last_hash = digest
     return rows, last_seq, last_hash
@@ -115,32 +164,33 @@ def create_run(
     now: datetime,
 ) -> RunRecord:
     now_text = ts(now, what="now")
-    snapshot_text = dumps(snapshot, what="run snapshot")
+    snapshot_text = dumps_snapshot(snapshot)
     event_rows, last_seq, last_hash = _event_rows(scope, run_id, 0, GENESIS, events)
-    values = {
-        "tenant_id": scope.tenant_id,
-        "environment_id": scope.environment_id,
-        "id": run_id,
-        "workflow": workflow,
-        "workflow_version": workflow_version,
-        "status": status,
-        "snapshot": snapshot_text,
-        "version": 1,
-        "last_seq": last_seq,
-        "last_hash": last_hash,
-        "parent_run_id": parent_run_id,
-        "created_at": now_text,
-        "updated_at": now_text,
-        "finished_at": None,
-    }
-    insert = dialect_insert(conn, runs).values(values).on_conflict_do_nothing()
-    if conn.execute(insert.returning(runs.c.id)).first() is None:
+    values = (
+        scope.tenant_id,
+        scope.environment_id,
+        run_id,
+        workflow,
+        workflow_version,
+        status,
+        snapshot_text,
+        1,
+        last_seq,
+        last_hash,
+        parent_run_id,
+        now_text,
+        now_text,
+        None,
+    )
+    cur = _raw.cursor(conn)
+    cur.execute(_raw.sql(conn, _INSERT_RUN), values)
+    if cur.rowcount != 1:
         raise ConflictError(
             f"a run with id {run_id!r} already exists; run ids are unique",
             details={"run_id": run_id},
         )
     if event_rows:
-        conn.execute(_INSERT_EVENT, event_rows)
+        cur.executemany(_raw.sql(conn, _INSERT_EVENT_TEXT), event_rows)
     leased = work_queries.insert_work(
         conn,
         [work_queries.work_row(scope, run_id, item, now_text) for item in work],
@@ -165,10 +215,28 @@ def create_run(
 
 
 def get_run(conn: sa.Connection, scope: Scope, run_id: str) -> RunRecord:
-    row = conn.execute(sa.select(runs).where(_scoped(scope, run_id))).first()
+    cur = _raw.cursor(conn)
+    cur.execute(_raw.sql(conn, _GET_RUN), (scope.tenant_id, scope.environment_id, run_id))
+    row = cur.fetchone()
     if row is None:
         raise _not_found(scope, run_id)
-    return _run_record(row)
+    (tenant, environment, id_, workflow, version_name, status, snapshot, version, seq, head,
+     parent, created, updated, finished) = row  # fmt: skip
+    return RunRecord(
+        scope=Scope(tenant, environment),
+        id=id_,
+        workflow=workflow,
+        workflow_version=version_name,
+        status=status,
+        snapshot=loads(snapshot),
+        version=version,
+        last_seq=seq,
+        last_hash=head,
+        parent_run_id=parent,
+        created_at=parse_ts(created),
+        updated_at=parse_ts(updated),
+        finished_at=parse_ts_or_none(finished),
+    )
 
 
 _LIST_COLUMNS = [column for column in runs.c if column.name != "snapshot"]
@@ -287,52 +355,16 @@ def verify_run(conn: sa.Connection, scope: Scope, run_id: str) -> int | None:
 # would guarantee, with a fixed number of statements per batch instead of four or five
 # per RunCommit.
 
-_INSERT_EVENT = sa.insert(events)
-
-
-def _where_scoped(table: sa.Table, run_column: str = "run_id") -> list[sa.ColumnElement[bool]]:
-    """WHERE tenant, environment and run match the w_tenant/w_environment/w_run params."""
-    return [
-        table.c.tenant_id == sa.bindparam("w_tenant"),
-        table.c.environment_id == sa.bindparam("w_environment"),
-        table.c[run_column] == sa.bindparam("w_run"),
-    ]
-
-
+_SCOPED = "tenant_id = ? AND environment_id = ?"
 _UPDATE_RUN = (
-    sa.update(runs)
-    .where(*_where_scoped(runs, "id"), runs.c.version == sa.bindparam("w_version"))
-    .values(
-        status=sa.bindparam("status"),
-        snapshot=sa.bindparam("snapshot"),
-        version=runs.c.version + 1,
-        last_seq=sa.bindparam("last_seq"),
-        last_hash=sa.bindparam("last_hash"),
-        updated_at=sa.bindparam("updated_at"),
-        finished_at=sa.bindparam("finished_at"),
-    )
+    "UPDATE runs SET status = ?, snapshot = ?, version = version + 1, last_seq = ?, "
+    f"last_hash = ?, updated_at = ?, finished_at = ? WHERE {_SCOPED} AND id = ? AND version = ?"
 )
-
-_DELETE_DONE = sa.delete(due_work).where(
-    *_where_scoped(due_work),
-    due_work.c.id == sa.bindparam("w_id"),
-    due_work.c.fence == sa.bindparam("w_fence"),
-)
-
-_DROP_WORK = sa.delete(due_work).where(
-    *_where_scoped(due_work),
-    due_work.c.kind == sa.bindparam("w_kind"),
-    due_work.c.key == sa.bindparam("w_key"),
-)
-
+_DELETE_DONE = f"DELETE FROM due_work WHERE {_SCOPED} AND run_id = ? AND id = ? AND fence = ?"
+_DROP_WORK = f"DELETE FROM due_work WHERE {_SCOPED} AND run_id = ? AND kind = ? AND key = ?"
 _DELIVER_SIGNAL = (
-    sa.update(signals)
-    .where(
-        *_where_scoped(signals),
-        signals.c.id == sa.bindparam("w_id"),
-        signals.c.delivered_at.is_(None),
-    )
-    .values(delivered_at=sa.bindparam("delivered_at"))
+    f"UPDATE signals SET delivered_at = ? WHERE {_SCOPED} AND run_id = ? AND id = ? "
+    "AND delivered_at IS NULL"
 )
 
 
@@ -343,39 +375,34 @@ def _by_scope(batch: Sequence[RunCommit]) -> dict[Scope, list[str]]:
     return {scope: sorted(run_ids) for scope, run_ids in ids.items()}
 
 
+def _scoped_in(column: str, by_scope: dict[Scope, list[str]]) -> tuple[str, list[Any]]:
+    """``(tenant = ? AND environment = ? AND column IN (...)) OR ...`` and its values."""
+    clauses: list[str] = []
+    values: list[Any] = []
+    for scope, run_ids in by_scope.items():
+        clauses.append(f"({_SCOPED} AND {column} IN ({_raw.marks(len(run_ids))}))")
+        values += [scope.tenant_id, scope.environment_id, *run_ids]
+    return " OR ".join(clauses), values
+
+
 def _lock_heads(
     conn: sa.Connection, batch: Sequence[RunCommit]
 ) -> dict[_RunKey, tuple[int, int, str]]:
     """version, last_seq and last_hash of the batch's runs, locked, in one query."""
-    query = (
-        sa.select(
-            runs.c.tenant_id,
-            runs.c.environment_id,
-            runs.c.id,
-            runs.c.version,
-            runs.c.last_seq,
-            runs.c.last_hash,
-        )
-        .where(
-            sa.or_(
-                *(
-                    sa.and_(
-                        runs.c.tenant_id == scope.tenant_id,
-                        runs.c.environment_id == scope.environment_id,
-                        runs.c.id.in_(run_ids),
-                    )
-                    for scope, run_ids in _by_scope(batch).items()
-                )
-            )
-        )
-        .order_by(runs.c.id)  # rows are locked in this order: no lock-order deadlocks
+    where, values = _scoped_in("id", _by_scope(batch))
+    # Rows are locked in id order: no lock-order deadlocks between workers. (On SQLite
+    # the transaction's BEGIN IMMEDIATE already holds the only write lock.)
+    lock = " FOR UPDATE" if _raw.is_pg(conn) else ""
+    cur = _raw.cursor(conn)
+    cur.execute(
+        _raw.sql(
+            conn,
+            "SELECT tenant_id, environment_id, id, version, last_seq, last_hash FROM runs "
+            f"WHERE {where} ORDER BY id{lock}",
+        ),
+        values,
     )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return {
-        (row.tenant_id, row.environment_id, row.id): (row.version, row.last_seq, row.last_hash)
-        for row in conn.execute(query)
-    }
+    return {(t, e, r): (version, seq, head) for t, e, r, version, seq, head in cur.fetchall()}
 
 
 def _lock_done_work(
@@ -385,85 +412,69 @@ def _lock_done_work(
     finishing = [c for c in batch if c.done_work]
     if not finishing:
         return {}
-    query = (
-        sa.select(
-            due_work.c.id,
-            due_work.c.tenant_id,
-            due_work.c.environment_id,
-            due_work.c.run_id,
-            due_work.c.fence,
-        )
-        .where(
-            due_work.c.id.in_(sorted({work_id for c in finishing for work_id, _ in c.done_work})),
-            sa.or_(
-                *(
-                    sa.and_(
-                        due_work.c.tenant_id == scope.tenant_id,
-                        due_work.c.environment_id == scope.environment_id,
-                        due_work.c.run_id.in_(run_ids),
-                    )
-                    for scope, run_ids in _by_scope(finishing).items()
-                )
-            ),
-        )
-        .order_by(due_work.c.id)
+    ids = sorted({work_id for c in finishing for work_id, _ in c.done_work})
+    where, values = _scoped_in("run_id", _by_scope(finishing))
+    lock = " FOR UPDATE" if _raw.is_pg(conn) else ""
+    cur = _raw.cursor(conn)
+    cur.execute(
+        _raw.sql(
+            conn,
+            "SELECT id, tenant_id, environment_id, run_id, fence FROM due_work "
+            f"WHERE id IN ({_raw.marks(len(ids))}) AND ({where}) ORDER BY id{lock}",
+        ),
+        [*ids, *values],
     )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return {
-        row.id: (row.tenant_id, row.environment_id, row.run_id, row.fence)
-        for row in conn.execute(query)
-    }
+    return {id_: (t, e, r, fence) for id_, t, e, r, fence in cur.fetchall()}
 
 
 @dataclass
 class _Pending:
     """The writes of accepted RunCommits, sent one executemany per statement."""
 
-    done: list[dict[str, Any]] = field(default_factory=list)
-    updates: list[dict[str, Any]] = field(default_factory=list)
-    drops: list[dict[str, Any]] = field(default_factory=list)
+    done: list[tuple[Any, ...]] = field(default_factory=list)
+    updates: list[tuple[Any, ...]] = field(default_factory=list)
+    drops: list[tuple[Any, ...]] = field(default_factory=list)
     work: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    signals: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    signals: list[tuple[Any, ...]] = field(default_factory=list)
     runs: set[_RunKey] = field(default_factory=set)  # runs with writes in here
     leased_by: dict[tuple[Any, ...], int] = field(default_factory=dict)  # work -> batch index
 
-    def add(self, index: int, c: RunCommit, update: dict[str, Any], events: list[Any]) -> None:
-        where = {
-            "w_tenant": c.scope.tenant_id,
-            "w_environment": c.scope.environment_id,
-            "w_run": c.run_id,
-        }
-        now = update["updated_at"]
-        self.runs.add((c.scope.tenant_id, c.scope.environment_id, c.run_id))
-        self.done.extend({**where, "w_id": i, "w_fence": f} for i, f in set(c.done_work))
-        self.updates.append({**where, **update})
-        self.drops.extend({**where, "w_kind": k, "w_key": v} for k, v in c.drop_work_keys or ())
+    def add(
+        self, index: int, c: RunCommit, update: tuple[Any, ...], events: list[Any], now: str
+    ) -> None:
+        where = (c.scope.tenant_id, c.scope.environment_id, c.run_id)
+        self.runs.add(where)
+        self.done.extend((*where, i, f) for i, f in set(c.done_work))
+        self.updates.append((*update, *where, c.expected_version))
+        self.drops.extend((*where, k, v) for k, v in c.drop_work_keys or ())
         for item in c.add_work:
             row = work_queries.work_row(c.scope, c.run_id, item, now)
             self.work.append(row)
             if row["lease_owner"] is not None:
                 self.leased_by[(row["run_id"], row["kind"], row["key"], row["attempt"])] = index
         self.events.extend(events)
-        self.signals.extend(
-            {**where, "w_id": signal_id, "delivered_at": now} for signal_id in c.signals_delivered
-        )
+        self.signals.extend((now, *where, signal_id) for signal_id in c.signals_delivered)
 
     def flush(self, conn: sa.Connection) -> dict[int, list[WorkItem]]:
         """Write everything; returns the work inserted leased, by batch index."""
-        if self.done and conn.execute(_DELETE_DONE, self.done).rowcount != len(self.done):
-            raise _moved("finished work rows")
+        cur = _raw.cursor(conn)
+        if self.done:
+            cur.executemany(_raw.sql(conn, _DELETE_DONE), self.done)
+            if cur.rowcount != len(self.done):  # both drivers report executemany's total
+                raise _moved("finished work rows")
         # Drops before adds: a commit may replace a row (drop attempt 1, add attempt 2).
         if self.drops:
-            conn.execute(_DROP_WORK, self.drops)
+            cur.executemany(_raw.sql(conn, _DROP_WORK), self.drops)
         leased = work_queries.insert_work(conn, self.work, known_runs=self.runs)
         if self.events:
-            conn.execute(_INSERT_EVENT, self.events)
+            cur.executemany(_raw.sql(conn, _INSERT_EVENT_TEXT), self.events)
         if self.signals:
-            conn.execute(_DELIVER_SIGNAL, self.signals)
-        if self.updates and conn.execute(_UPDATE_RUN, self.updates).rowcount != len(self.updates):
-            raise _moved("runs")
+            cur.executemany(_raw.sql(conn, _DELIVER_SIGNAL), self.signals)
+        if self.updates:
+            cur.executemany(_raw.sql(conn, _UPDATE_RUN), self.updates)
+            if cur.rowcount != len(self.updates):
+                raise _moved("runs")
         by_index: dict[int, list[WorkItem]] = {}
         for item in leased:
             identity = (item.run_id, item.kind, item.key, item.attempt)
@@ -522,16 +533,16 @@ def commit(conn: sa.Connection, batch: Sequence[RunCommit]) -> list[CommitResult
         event_rows, new_seq, new_hash = _event_rows(
             c.scope, c.run_id, last_seq, last_hash, c.events
         )
-        update = {
-            "w_version": c.expected_version,
-            "status": c.status,
-            "snapshot": dumps(c.snapshot, what="run snapshot"),
-            "last_seq": new_seq,
-            "last_hash": new_hash,
-            "updated_at": ts(c.now, what="RunCommit.now"),
-            "finished_at": ts_or_none(c.finished_at, what="RunCommit.finished_at"),
-        }
-        pending.add(index, c, update, event_rows)
+        now = ts(c.now, what="RunCommit.now")
+        update = (
+            c.status,
+            dumps_snapshot(c.snapshot),
+            new_seq,
+            new_hash,
+            now,
+            ts_or_none(c.finished_at, what="RunCommit.finished_at"),
+        )
+        pending.add(index, c, update, event_rows, now)
         heads[key] = (version + 1, new_seq, new_hash)
         for work_id, _ in c.done_work:
             fences.pop(work_id, None)

@@ -196,6 +196,10 @@ class SqlStore:
         """That version, or the latest stored when ``version`` is None; NotFoundError."""
         return await self._read(definition_queries.get_definition, _scope(scope), name, version)
 
+    async def latest_version(self, scope: Scope, name: str) -> str:
+        """The newest stored version of ``name`` (NotFoundError if none)."""
+        return await self._read(definition_queries.latest_version, _scope(scope), name)
+
     async def list_definitions(self, scope: Scope) -> list[DefinitionRecord]:
         """Every version of every definition, by name then age."""
         return await self._read(definition_queries.list_definitions, _scope(scope))

@@ -13,27 +13,62 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from legato.store import _raw
 from legato.store._codec import dumps, loads
 from legato.store._db import dialect_insert
 from legato.store.records import NewWork, WorkItem
 from legato.store.schema import due_work as w
-from legato.store.schema import runs, workers
+from legato.store.schema import workers
 from legato.store.scope import Scope
 
+WORK_COLUMNS = (
+    "id",
+    "tenant_id",
+    "environment_id",
+    "run_id",
+    "kind",
+    "key",
+    "attempt",
+    "payload",
+    "visible_at",
+    "fence",
+    "lease_owner",
+    "lease_expires_at",
+)
+_COLS = ", ".join(WORK_COLUMNS)
+_INSERT_COLUMNS = (
+    "tenant_id",
+    "environment_id",
+    "run_id",
+    "kind",
+    "key",
+    "attempt",
+    "payload",
+    "visible_at",
+    "lease_owner",
+    "lease_expires_at",
+    "fence",
+    "created_at",
+)
 
-def work_item(row: sa.Row[Any]) -> WorkItem:
+
+def work_item(row: Any) -> WorkItem:
+    """A WorkItem from a SQLAlchemy row or a driver tuple in WORK_COLUMNS order."""
+    (id_, tenant, environment, run_id, kind, key, attempt, payload, visible, fence, owner, exp) = (
+        tuple(row)
+    )
     return WorkItem(
-        id=row.id,
-        scope=Scope(row.tenant_id, row.environment_id),
-        run_id=row.run_id,
-        kind=row.kind,
-        key=row.key,
-        attempt=row.attempt,
-        payload=loads(row.payload),
-        visible_at=float(row.visible_at),
-        fence=row.fence,
-        lease_owner=row.lease_owner,
-        lease_expires_at=None if row.lease_expires_at is None else float(row.lease_expires_at),
+        id=id_,
+        scope=Scope(tenant, environment),
+        run_id=run_id,
+        kind=kind,
+        key=key,
+        attempt=attempt,
+        payload=loads(payload),
+        visible_at=float(visible),
+        fence=fence,
+        lease_owner=owner,
+        lease_expires_at=None if exp is None else float(exp),
     )
 
 
@@ -64,19 +99,18 @@ def _run_key(row: dict[str, Any]) -> tuple[str, str, str]:
 def _existing_runs(
     conn: sa.Connection, keys: AbstractSet[tuple[str, str, str]]
 ) -> set[tuple[str, str, str]]:
-    query = sa.select(runs.c.tenant_id, runs.c.environment_id, runs.c.id).where(
-        sa.or_(
-            *(
-                sa.and_(
-                    runs.c.tenant_id == tenant,
-                    runs.c.environment_id == environment,
-                    runs.c.id == run_id,
-                )
-                for tenant, environment, run_id in sorted(keys)
-            )
+    cur = _raw.cursor(conn)
+    found: set[tuple[str, str, str]] = set()
+    for key in sorted(keys):
+        cur.execute(
+            _raw.sql(
+                conn, "SELECT 1 FROM runs WHERE tenant_id = ? AND environment_id = ? AND id = ?"
+            ),
+            key,
         )
-    )
-    return {(row.tenant_id, row.environment_id, row.id) for row in conn.execute(query)}
+        if cur.fetchone() is not None:
+            found.add(key)
+    return found
 
 
 def insert_work(
@@ -94,16 +128,33 @@ def insert_work(
         rows = [row for row in rows if _run_key(row) in existing]
     if not rows:
         return []
-    stmt = dialect_insert(conn, w).on_conflict_do_nothing(
-        index_elements=["run_id", "kind", "key", "attempt"]
-    )
-    plain = [row for row in rows if row["lease_owner"] is None]
-    leased = [row for row in rows if row["lease_owner"] is not None]
+    cur = _raw.cursor(conn)
+    plain = [_values(row) for row in rows if row["lease_owner"] is None]
+    leased = [_values(row) for row in rows if row["lease_owner"] is not None]
     if plain:
-        conn.execute(stmt, plain)
-    if not leased:
-        return []
-    return [work_item(row) for row in conn.execute(stmt.returning(*w.c), leased)]
+        cur.executemany(_raw.sql(conn, _INSERT_WORK), plain)
+    items: list[WorkItem] = []
+    for part in _raw.chunks(leased):
+        row_marks = f"({_raw.marks(len(_INSERT_COLUMNS))})"
+        text = (
+            f"INSERT INTO due_work ({', '.join(_INSERT_COLUMNS)}) "
+            f"VALUES {', '.join([row_marks] * len(part))} "
+            f"ON CONFLICT (run_id, kind, key, attempt) DO NOTHING RETURNING {_COLS}"
+        )
+        cur.execute(_raw.sql(conn, text), [value for row in part for value in row])
+        items.extend(work_item(found) for found in cur.fetchall())
+    return items
+
+
+_INSERT_WORK = (
+    f"INSERT INTO due_work ({', '.join(_INSERT_COLUMNS)}) "
+    f"VALUES ({_raw.marks(len(_INSERT_COLUMNS))}) "
+    "ON CONFLICT (run_id, kind, key, attempt) DO NOTHING"
+)
+
+
+def _values(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[name] for name in _INSERT_COLUMNS)
 
 
 def _scoped(scope: Scope, run_id: str) -> sa.ColumnElement[bool]:
@@ -115,7 +166,8 @@ def _scoped(scope: Scope, run_id: str) -> sa.ColumnElement[bool]:
 
 
 def list_work(conn: sa.Connection, scope: Scope, run_id: str) -> list[WorkItem]:
-    query = sa.select(w).where(_scoped(scope, run_id)).order_by(w.c.id)
+    columns = [w.c[name] for name in WORK_COLUMNS]
+    query = sa.select(*columns).where(_scoped(scope, run_id)).order_by(w.c.id)
     return [work_item(row) for row in conn.execute(query)]
 
 
@@ -140,24 +192,20 @@ def claim_due(
 ) -> list[WorkItem]:
     if limit <= 0 or (kinds is not None and not kinds):
         return []
-    pick = sa.select(w.c.id).where(
-        w.c.visible_at <= now,
-        sa.or_(w.c.lease_owner.is_(None), w.c.lease_expires_at < now),
+    kind_filter = "" if kinds is None else f" AND kind IN ({_raw.marks(len(kinds))})"
+    # Rows another worker is claiming right now are skipped, not waited for, on
+    # PostgreSQL.  (On SQLite the transaction's BEGIN IMMEDIATE already excludes other
+    # writers.)
+    lock = " FOR UPDATE SKIP LOCKED" if _raw.is_pg(conn) else ""
+    text = (
+        "UPDATE due_work SET lease_owner = ?, lease_expires_at = ?, fence = fence + 1 "
+        "WHERE id IN (SELECT id FROM due_work WHERE visible_at <= ? "
+        f"AND (lease_owner IS NULL OR lease_expires_at < ?){kind_filter} "
+        f"ORDER BY visible_at, id LIMIT ?{lock}) RETURNING {_COLS}"
     )
-    if kinds is not None:
-        pick = pick.where(w.c.kind.in_(kinds))
-    pick = pick.order_by(w.c.visible_at, w.c.id).limit(limit)
-    if conn.dialect.name == "postgresql":
-        # Rows another worker is claiming right now are skipped, not waited for.  (On
-        # SQLite the transaction's BEGIN IMMEDIATE already excludes other writers.)
-        pick = pick.with_for_update(skip_locked=True)
-    stmt = (
-        sa.update(w)
-        .where(w.c.id.in_(pick.scalar_subquery()))
-        .values(lease_owner=owner, lease_expires_at=now + lease_seconds, fence=w.c.fence + 1)
-        .returning(*w.c)
-    )
-    items = [work_item(row) for row in conn.execute(stmt)]
+    cur = _raw.cursor(conn)
+    cur.execute(_raw.sql(conn, text), (owner, now + lease_seconds, now, now, *(kinds or ()), limit))
+    items = [work_item(row) for row in cur.fetchall()]
     items.sort(key=lambda item: (item.visible_at, item.id))
     return items
 
@@ -191,11 +239,16 @@ def release_leases(conn: sa.Connection, owners: Sequence[str]) -> int:
 def next_visible_at(conn: sa.Connection) -> float | None:
     """When the next row becomes claimable: the earliest ``visible_at`` of unleased rows
     or ``lease_expires_at`` of leased ones (in the past when some are claimable now)."""
-    unleased = sa.select(sa.func.min(w.c.visible_at)).where(w.c.lease_owner.is_(None))
-    leased = sa.select(sa.func.min(w.c.lease_expires_at)).where(w.c.lease_owner.is_not(None))
-    row = conn.execute(sa.select(unleased.scalar_subquery(), leased.scalar_subquery())).one()
-    times = [value for value in row if value is not None]
-    return min(times) if times else None
+    cur = _raw.cursor(conn)
+    cur.execute(_NEXT_VISIBLE)
+    times = [value for value in cur.fetchone() if value is not None]
+    return float(min(times)) if times else None
+
+
+_NEXT_VISIBLE = (
+    "SELECT (SELECT min(visible_at) FROM due_work WHERE lease_owner IS NULL), "
+    "(SELECT min(lease_expires_at) FROM due_work WHERE lease_owner IS NOT NULL)"
+)
 
 
 def register_worker(conn: sa.Connection, owner: str, hostname: str, pid: int, now: float) -> None:
