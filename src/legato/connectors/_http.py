@@ -1,6 +1,8 @@
 """What the HTTP adapters (REST, GraphQL, SOAP) share: one pooled ``httpx`` client per
 service, the headers of a call, the refresh-once on 401, error classification, and the
-reading of response bodies and of async status documents.
+reading of response bodies and of async status documents; and :class:`HttpConnector`, the
+base of the REST and GraphQL adapters (construction and its checks, versions'
+endpoints, batches one task at a time, callback headers, closing).
 
 Connector endpoints are operator configuration (ADR 0004): these clients do not go
 through the SSRF guard, follow no redirects and ignore proxy environment variables
@@ -16,19 +18,26 @@ import json
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import Any, ClassVar, Self
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
-from legato.connectors.base import AuthProvider, Result, Task
+from legato.connectors.base import AuthProvider, NoAuth, Result, Task
 from legato.connectors.config import MtlsAuth, ServiceConfig
-from legato.errors import ConfigurationError, ErrorClass, StepError
-from legato.net import retry_after_seconds, safe_url, step_error_for_status, step_error_from_httpx
+from legato.errors import ConfigurationError, ErrorClass, StepError, UsageError
+from legato.net import (
+    NetworkPolicy,
+    retry_after_seconds,
+    safe_url,
+    step_error_for_status,
+    step_error_from_httpx,
+)
 
 __all__ = [
     "DEFAULT_IDEMPOTENCY_HEADER",
     "HttpCall",
+    "HttpConnector",
     "call_headers",
     "call_timeout",
     "check_http_endpoint",
@@ -497,3 +506,165 @@ def read_status(
         error_class=ErrorClass.PERMANENT,
         details={**details, "operation_id": operation_id, "status": body["status"]},
     )
+
+
+# ---- the REST and GraphQL adapters' base --------------------------------------------------------
+
+
+class HttpConnector:
+    """What the REST and GraphQL adapters share. The constructor checks the endpoints (the
+    service's and each version's) and every ``operations`` entry (the subclass's
+    ``_check_operation``), so a malformed ``services.yaml`` fails at once; the rest is the
+    plumbing of a call. A subclass gives ``KIND`` (its name in messages), ``ACCEPT`` (the
+    ``Accept`` header of its calls) and ``_check_operation``, and may extend
+    ``_check_config``."""
+
+    KIND: ClassVar[str] = "HTTP"
+    ACCEPT: ClassVar[str] = "application/json"
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        auth: AuthProvider | None = None,
+        network: NetworkPolicy | None = None,
+        callback_url: str | None = None,
+        max_concurrency: int = 10,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ConfigurationError(f"max_concurrency must be 1 or more, got {max_concurrency}")
+        self.config = config
+        self.name = config.name
+        self._auth: AuthProvider = auth if auth is not None else NoAuth()
+        self._network = network  # not applied: endpoints are operator configuration (ADR 0004)
+        self._callback_url = callback_url
+        self._max_concurrency = max_concurrency
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+        self._check_config()
+
+    def _check_config(self) -> None:
+        """Fail at construction on a malformed endpoint or operation mapping (a subclass
+        that checks more calls this first)."""
+        config = self.config
+        check_http_endpoint(config)
+        for version in config.versions.values():
+            if version.endpoint:
+                check_http_endpoint(config, version.endpoint)
+        tables = [config.operations] + [
+            v.operations for v in config.versions.values() if v.operations is not None
+        ]
+        for table in tables:
+            for name, spec in table.items():
+                self._check_operation(name, spec)
+
+    def _check_operation(self, name: str, spec: Any) -> None:
+        """ConfigurationError when ``operations.<name>`` is not one the adapter can use."""
+        raise NotImplementedError
+
+    def capabilities(self) -> set[str]:
+        """The operations ``services.yaml`` lists for the service (empty: not declared)."""
+        return set(self.config.capabilities)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ---- plumbing --------------------------------------------------------------------------
+
+    def _endpoint(self, version: str | None) -> str:
+        if version and version in self.config.versions:
+            return self.config.versions[version].endpoint or self.config.endpoint
+        return self.config.endpoint
+
+    def _status_operation(self, task: Task, operation_id: str, *, example: str = "") -> str:
+        """``async.status_operation``; a PERMANENT StepError when the service has none."""
+        polling = self.config.async_
+        name = polling.status_operation if polling is not None else None
+        if not name:
+            raise StepError(
+                f"{self._what(task.operation)}: service {self.name} has no "
+                f"async.status_operation, so the status of operation {operation_id} cannot "
+                "be asked; set it in services.yaml" + (f" ({example})" if example else ""),
+                error_class=ErrorClass.PERMANENT,
+                details={"service": self.name, "operation_id": operation_id},
+            )
+        return name
+
+    def _callback_headers(self, callback_token: str) -> dict[str, str]:
+        """``X-Callback-Token``, and ``X-Callback-Url`` when there is a ``callback_url``
+        (its ``{token}`` replaced by the token)."""
+        headers = {"X-Callback-Token": callback_token}
+        if self._callback_url:
+            headers["X-Callback-Url"] = self._callback_url.replace(
+                "{token}", quote(callback_token, safe="")
+            )
+        return headers
+
+    async def _each(
+        self, tasks: list[Task], call: Callable[[Task], Awaitable[Result]]
+    ) -> list[Result | Exception]:
+        """``call`` for each task, ``max_concurrency`` at a time; one outcome per task."""
+        gate = asyncio.Semaphore(self._max_concurrency)
+
+        async def one(task: Task) -> Result | Exception:
+            async with gate:
+                try:
+                    return await call(task)
+                except Exception as exc:  # each task's own outcome
+                    return exc
+
+        return list(await asyncio.gather(*(one(t) for t in tasks)))
+
+    def _call(self, operation: str, task: Task | None) -> HttpCall:
+        """The sender of one request for ``operation`` (no task: the health check)."""
+        return HttpCall(
+            config=self.config,
+            auth=self._auth,
+            client=self._http(),
+            what=self._what(operation) if task is not None else f"{self.name} health check",
+            details=self._details(operation, task),
+        )
+
+    def _headers(
+        self,
+        task: Task | None,
+        *,
+        idempotency_key: str | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> Callable[[Mapping[str, str]], httpx.Headers]:
+        """The headers of a call, given the credentials (see :func:`call_headers`)."""
+        return lambda credentials: call_headers(
+            self.config,
+            task,
+            credentials,
+            idempotency_key=idempotency_key,
+            extra=extra,
+            defaults={"Accept": self.ACCEPT},
+        )
+
+    def _what(self, operation: str) -> str:
+        return f"{self.name} {operation}".strip()
+
+    def _details(self, operation: str, task: Task | None) -> dict[str, Any]:
+        details: dict[str, Any] = {"service": self.name}
+        if operation:
+            details["operation"] = operation
+        if task is not None:
+            details["task_id"] = task.task_id
+        return details
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._closed:
+            raise UsageError(f"the {self.KIND} connector of {self.name} is closed")
+        if self._client is None:
+            self._client = make_client(self.config, self._auth)
+        return self._client

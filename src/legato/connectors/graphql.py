@@ -37,31 +37,26 @@ runs ``operations.health`` (default ``query { __typename }``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 
 from legato.connectors._http import (
-    HttpCall,
-    call_headers,
-    check_http_endpoint,
+    HttpConnector,
     decode_body,
     legato_envelope,
-    make_client,
     operation_id_from,
     read_status,
     response_error,
     status_word,
 )
-from legato.connectors.base import AuthProvider, NoAuth, Result, Task
-from legato.connectors.config import GraphQLOperation, ServiceConfig
-from legato.errors import ConfigurationError, ErrorClass, StepError, UsageError
-from legato.net import NetworkPolicy, retry_after_seconds
+from legato.connectors.base import Result, Task
+from legato.connectors.config import GraphQLOperation
+from legato.errors import ConfigurationError, ErrorClass, StepError
+from legato.net import retry_after_seconds
 
 __all__ = ["CODE_CLASS", "Document", "GraphQLConnector", "classify_graphql_errors"]
 
@@ -179,38 +174,11 @@ def _unauthenticated(body: Any) -> bool:
     return False
 
 
-class GraphQLConnector:
+class GraphQLConnector(HttpConnector):
     """The adapter for one ``type: graphql`` service (see the module docstring)."""
 
-    def __init__(
-        self,
-        config: ServiceConfig,
-        *,
-        auth: AuthProvider | None = None,
-        network: NetworkPolicy | None = None,
-        callback_url: str | None = None,
-        max_concurrency: int = 10,
-    ) -> None:
-        if max_concurrency < 1:
-            raise ConfigurationError(f"max_concurrency must be 1 or more, got {max_concurrency}")
-        self.config = config
-        self.name = config.name
-        self._auth: AuthProvider = auth if auth is not None else NoAuth()
-        self._network = network  # not applied: endpoints are operator configuration (ADR 0004)
-        self._callback_url = callback_url
-        self._max_concurrency = max_concurrency
-        self._client: httpx.AsyncClient | None = None
-        self._closed = False
-        check_http_endpoint(config)
-        for version in config.versions.values():
-            if version.endpoint:
-                check_http_endpoint(config, version.endpoint)
-        tables = [config.operations] + [
-            v.operations for v in config.versions.values() if v.operations is not None
-        ]
-        for table in tables:
-            for name, spec in table.items():
-                _document(self.name, name, spec)
+    KIND = "GraphQL"
+    ACCEPT = "application/graphql-response+json, application/json"
 
     # ---- the Connector protocol -----------------------------------------------------------
 
@@ -221,26 +189,13 @@ class GraphQLConnector:
     async def execute_batch(self, tasks: list[Task]) -> list[Result | Exception]:
         """Each task on its own, ``max_concurrency`` at a time (GraphQL has no standard
         batch); one Result or StepError per task, in order."""
-        gate = asyncio.Semaphore(self._max_concurrency)
-
-        async def one(task: Task) -> Result | Exception:
-            async with gate:
-                try:
-                    return await self.execute(task)
-                except Exception as exc:  # each task's own outcome
-                    return exc
-
-        return list(await asyncio.gather(*(one(t) for t in tasks)))
+        return await self._each(tasks, self.execute)
 
     async def start_async(self, task: Task, callback_token: str) -> Result:
         """Run the operation with ``X-Callback-Token`` (and ``X-Callback-Url``) headers; its
         result's ``operation_id`` or ``id`` is ``Result.operation_id``."""
         document = self._document(task.operation, task.version)
-        extra = {"X-Callback-Token": callback_token}
-        if self._callback_url:
-            extra["X-Callback-Url"] = self._callback_url.replace(
-                "{token}", quote(callback_token, safe="")
-            )
+        extra = self._callback_headers(callback_token)
         result = await self._run(task, task.operation, document, self._variables(task), extra)
         what = self._what(task.operation)
         details = self._details(task.operation, task)
@@ -264,16 +219,8 @@ class GraphQLConnector:
 
     async def check_status(self, task: Task, operation_id: str) -> Result | None:
         """Run ``async.status_operation`` with ``$operation_id``; read its ``status``."""
-        polling = self.config.async_
-        name = polling.status_operation if polling is not None else None
+        name = self._status_operation(task, operation_id)
         what = self._what(task.operation)
-        if not name:
-            raise StepError(
-                f"{what}: service {self.name} has no async.status_operation, so the status "
-                f"of operation {operation_id} cannot be asked; set it in services.yaml",
-                error_class=ErrorClass.PERMANENT,
-                details={"service": self.name, "operation_id": operation_id},
-            )
         document = self._document(name, task.version)
         result = await self._run(
             task, name, document, {"operation_id": operation_id}, idempotency_key=""
@@ -292,23 +239,10 @@ class GraphQLConnector:
         )
         await self._run(None, HEALTH_OPERATION, document, {})
 
-    def capabilities(self) -> set[str]:
-        """The operations ``services.yaml`` lists for the service (empty: not declared)."""
-        return set(self.config.capabilities)
-
-    async def aclose(self) -> None:
-        self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    async def __aenter__(self) -> GraphQLConnector:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     # ---- calls -----------------------------------------------------------------------------
+
+    def _check_operation(self, name: str, spec: Any) -> None:
+        _document(self.name, name, spec)
 
     def _document(self, operation: str, version: str | None) -> Document:
         operations: Mapping[str, Any] = self.config.operations
@@ -336,11 +270,6 @@ class GraphQLConnector:
             )
         return dict(task.input)
 
-    def _endpoint(self, version: str | None) -> str:
-        if version and version in self.config.versions:
-            return self.config.versions[version].endpoint or self.config.endpoint
-        return self.config.endpoint
-
     async def _run(
         self,
         task: Task | None,
@@ -351,14 +280,11 @@ class GraphQLConnector:
         *,
         idempotency_key: str | None = None,
     ) -> Result:
-        what = self._what(operation) if task is not None else f"{self.name} health check"
-        details = self._details(operation, task)
+        call = self._call(operation, task)
+        what, details = call.what, self._details(operation, task)
         payload: dict[str, Any] = {"query": document.query, "variables": variables}
         if document.operation_name:
             payload["operationName"] = document.operation_name
-        call = HttpCall(
-            config=self.config, auth=self._auth, client=self._http(), what=what, details=details
-        )
 
         async def refused(response: httpx.Response) -> bool:
             if response.status_code == 401:
@@ -369,14 +295,7 @@ class GraphQLConnector:
             "POST",
             self._endpoint(task.version if task is not None else None),
             task=task,
-            headers=lambda credentials: call_headers(
-                self.config,
-                task,
-                credentials,
-                idempotency_key=idempotency_key,
-                extra=extra,
-                defaults={"Accept": "application/graphql-response+json, application/json"},
-            ),
+            headers=self._headers(task, idempotency_key=idempotency_key, extra=extra),
             refused=refused,
             json=payload,
         )
@@ -466,23 +385,3 @@ class GraphQLConnector:
         if retry_after is not None:
             extra["retry_after"] = retry_after
         return StepError(text, error_class=error_class, details=extra, retry_after=retry_after)
-
-    # ---- plumbing --------------------------------------------------------------------------
-
-    def _what(self, operation: str) -> str:
-        return f"{self.name} {operation}".strip()
-
-    def _details(self, operation: str, task: Task | None) -> dict[str, Any]:
-        details: dict[str, Any] = {"service": self.name}
-        if operation:
-            details["operation"] = operation
-        if task is not None:
-            details["task_id"] = task.task_id
-        return details
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._closed:
-            raise UsageError(f"the GraphQL connector of {self.name} is closed")
-        if self._client is None:
-            self._client = make_client(self.config, self._auth)
-        return self._client

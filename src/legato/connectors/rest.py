@@ -61,12 +61,11 @@ non-2xx answer, or a JSON ``status`` of down/unhealthy/fail, is a StepError.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -75,22 +74,18 @@ import httpx
 from pydantic import ValidationError
 
 from legato.connectors._http import (
-    HttpCall,
-    call_headers,
-    check_http_endpoint,
+    HttpConnector,
     decode_body,
     error_class_of,
     legato_envelope,
-    make_client,
     operation_id_from,
     read_status,
     response_error,
     status_word,
 )
-from legato.connectors.base import AuthProvider, NoAuth, Result, Task
-from legato.connectors.config import RestOperation, ServiceConfig
-from legato.errors import ConfigurationError, ErrorClass, StepError, UsageError
-from legato.net import NetworkPolicy
+from legato.connectors.base import Result, Task
+from legato.connectors.config import RestOperation
+from legato.errors import ConfigurationError, ErrorClass, StepError
 
 __all__ = ["RestConnector", "Route"]
 
@@ -161,39 +156,13 @@ def _query_params(items: Mapping[str, Any] | tuple[tuple[str, Any], ...]) -> lis
     return out
 
 
-class RestConnector:
+class RestConnector(HttpConnector):
     """The adapter for one ``type: rest`` service (see the module docstring)."""
 
-    def __init__(
-        self,
-        config: ServiceConfig,
-        *,
-        auth: AuthProvider | None = None,
-        network: NetworkPolicy | None = None,
-        callback_url: str | None = None,
-        max_concurrency: int = 10,
-    ) -> None:
-        if max_concurrency < 1:
-            raise ConfigurationError(f"max_concurrency must be 1 or more, got {max_concurrency}")
-        self.config = config
-        self.name = config.name
-        self._auth: AuthProvider = auth if auth is not None else NoAuth()
-        self._network = network  # not applied: endpoints are operator configuration (ADR 0004)
-        self._callback_url = callback_url
-        self._max_concurrency = max_concurrency
-        self._client: httpx.AsyncClient | None = None
-        self._closed = False
-        # Fail at construction on a malformed endpoint or operation mapping.
-        check_http_endpoint(config)
-        for version in config.versions.values():
-            if version.endpoint:
-                check_http_endpoint(config, version.endpoint)
-        tables = [config.operations] + [
-            v.operations for v in config.versions.values() if v.operations is not None
-        ]
-        for table in tables:
-            for name, spec in table.items():
-                self._parse(name, spec)
+    KIND = "REST"
+
+    def _check_config(self) -> None:
+        super()._check_config()
         batch = self._batch_operation()
         if batch is not None:
             route = self._route(batch, None)
@@ -226,13 +195,13 @@ class RestConnector:
         already done gives the full Result; one that says it failed, the StepError."""
         route = self._route(task.operation, task.version)
         url, params, body = self._request_parts(task, route, task.input)
-        extra = {"X-Callback-Token": callback_token}
-        if self._callback_url:
-            extra["X-Callback-Url"] = self._callback_url.replace(
-                "{token}", quote(callback_token, safe="")
-            )
         response, refreshed = await self._send(
-            task, route.method, url, params=params, json=body, extra=extra
+            task,
+            route.method,
+            url,
+            params=params,
+            json=body,
+            extra=self._callback_headers(callback_token),
         )
         what = self._what(task.operation)
         details = self._details(task.operation, task)
@@ -264,18 +233,13 @@ class RestConnector:
     async def check_status(self, task: Task, operation_id: str) -> Result | None:
         """Request ``async.status_operation``: the Result when it is done, None while it
         runs, the StepError when it failed."""
-        polling = self.config.async_
-        name = polling.status_operation if polling is not None else None
+        name = self._status_operation(
+            task,
+            operation_id,
+            example="e.g. status_operation: operation.status with operations.operation.status: "
+            "{method: GET, path: /operations/{operation_id}}",
+        )
         what = self._what(task.operation)
-        if not name:
-            raise StepError(
-                f"{what}: service {self.name} has no async.status_operation, so the status "
-                f"of operation {operation_id} cannot be asked; set it in services.yaml "
-                "(e.g. status_operation: operation.status with operations.operation.status: "
-                "{method: GET, path: /operations/{operation_id}})",
-                error_class=ErrorClass.PERMANENT,
-                details={"service": self.name, "operation_id": operation_id},
-            )
         route = self._route(name, task.version, default_method="GET", status=True)
         values = dict(task.input) if isinstance(task.input, Mapping) else {}
         values["operation_id"] = operation_id
@@ -314,23 +278,10 @@ class RestConnector:
                 details={**details, "health": status},
             )
 
-    def capabilities(self) -> set[str]:
-        """The operations ``services.yaml`` lists for the service (empty: not declared)."""
-        return set(self.config.capabilities)
-
-    async def aclose(self) -> None:
-        self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    async def __aenter__(self) -> RestConnector:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     # ---- routes and requests ---------------------------------------------------------------
+
+    def _check_operation(self, name: str, spec: Any) -> None:
+        self._parse(name, spec)
 
     def _parse(self, name: str, spec: Any) -> Route:
         status = self.config.async_ is not None and name == self.config.async_.status_operation
@@ -343,11 +294,6 @@ class RestConnector:
             if chosen is not None:
                 return chosen
         return self.config.operations
-
-    def _endpoint(self, version: str | None) -> str:
-        if version and version in self.config.versions:
-            return self.config.versions[version].endpoint or self.config.endpoint
-        return self.config.endpoint
 
     def _route(
         self,
@@ -444,28 +390,14 @@ class RestConnector:
         idempotency_key: str | None = None,
     ) -> tuple[httpx.Response, bool]:
         operation = task.operation if task is not None else HEALTH_OPERATION
-        call = HttpCall(
-            config=self.config,
-            auth=self._auth,
-            client=self._http(),
-            what=self._what(operation) if task is not None else f"{self.name} health check",
-            details=self._details(operation, task),
-        )
         kwargs: dict[str, Any] = {"params": params or None}
         if json is not None:
             kwargs["json"] = json
-        return await call.send(
+        return await self._call(operation, task).send(
             method,
             url,
             task=task,
-            headers=lambda credentials: call_headers(
-                self.config,
-                task,
-                credentials,
-                idempotency_key=idempotency_key,
-                extra=extra,
-                defaults={"Accept": "application/json"},
-            ),
+            headers=self._headers(task, idempotency_key=idempotency_key, extra=extra),
             **kwargs,
         )
 
@@ -487,20 +419,6 @@ class RestConnector:
         )
 
     # ---- batches ---------------------------------------------------------------------------
-
-    async def _each(
-        self, tasks: list[Task], call: Callable[[Task], Awaitable[Result]]
-    ) -> list[Result | Exception]:
-        gate = asyncio.Semaphore(self._max_concurrency)
-
-        async def one(task: Task) -> Result | Exception:
-            async with gate:
-                try:
-                    return await call(task)
-                except Exception as exc:  # each task's own outcome
-                    return exc
-
-        return list(await asyncio.gather(*(one(t) for t in tasks)))
 
     async def _batch_call(self, tasks: list[Task]) -> list[Result | Exception]:
         name = self._batch_operation()
@@ -583,23 +501,3 @@ class RestConnector:
             )
         output, side_effects, cost, metadata = legato_envelope(item)
         return Result(output=output, side_effects=side_effects, cost=cost, metadata=metadata)
-
-    # ---- plumbing --------------------------------------------------------------------------
-
-    def _what(self, operation: str) -> str:
-        return f"{self.name} {operation}".strip()
-
-    def _details(self, operation: str, task: Task | None) -> dict[str, Any]:
-        details: dict[str, Any] = {"service": self.name}
-        if operation:
-            details["operation"] = operation
-        if task is not None:
-            details["task_id"] = task.task_id
-        return details
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._closed:
-            raise UsageError(f"the REST connector of {self.name} is closed")
-        if self._client is None:
-            self._client = make_client(self.config, self._auth)
-        return self._client
