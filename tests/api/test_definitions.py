@@ -141,6 +141,36 @@ async def test_a_circular_dependency_is_refused_when_defined_ec6(api: Api) -> No
     assert by_code["L107"]["pointer"] == "/steps/2/type"
 
 
+async def test_a_bad_cron_schedule_is_refused_when_defined(api: Api) -> None:
+    bad = {**ORDERED, "trigger": {"type": "scheduled", "schedule": "61 * * * *"}}
+    body = problem(await api.client.post(D, json=bad, headers=api.as_()), 422)
+    assert body["type"] == "urn:legato:problem:invalid-definition"
+    [error] = body["errors"]
+    assert (error["code"], error["severity"], error["pointer"]) == (
+        "L121",
+        "error",
+        "/trigger/schedule",
+    )
+    assert "minute field '61'" in error["message"]
+    assert "0-59" in error["fix"]
+    assert (await api.client.get(D, headers=api.as_())).json()["items"] == []
+
+    # an update is checked the same way, a time zone included, and stores nothing
+    good = {**ORDERED, "trigger": {"type": "scheduled", "schedule": "0 2 * * *"}}
+    created = await api.create(good)
+    schedule = {"cron": "0 2 * * *", "timezone": "Europe/Berln"}
+    r = await api.client.put(
+        f"{D}/{created['id']}",
+        json={**ORDERED, "trigger": {"type": "scheduled", "schedule": schedule}},
+        headers=api.as_(),
+    )
+    [error] = problem(r, 422)["errors"]
+    assert (error["code"], error["pointer"]) == ("L121", "/trigger/schedule/timezone")
+    assert "Europe/Berlin" in error["fix"]
+    got = (await api.client.get(f"{D}/{created['id']}", headers=api.as_())).json()
+    assert (got["version"], got["trigger"]["schedule"]) == (1, "0 2 * * *")
+
+
 @pytest.mark.parametrize(
     ("content", "content_type", "code", "words"),
     [

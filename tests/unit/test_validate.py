@@ -455,3 +455,92 @@ def test_a_trigger_lacking_what_its_type_needs_is_an_error() -> None:
     assert findings({"type": "manual", "secret_env": "X"}) == [("L120", "/trigger/secret_env")]
     assert findings({"type": "event", "event_name": "customer.created"}) == []
     assert findings({"type": "webhook", "secret_env": "HOOK_SECRET"}) == []
+
+
+def schedule_findings(schedule: object) -> list[Finding]:
+    d = definition(
+        {"a": {"type": "succeed"}}, extra={"trigger": {"type": "scheduled", "schedule": schedule}}
+    )
+    return validate(d)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "*/5 * * * *",
+        "0 9 * * 1-5",
+        "0 9 * * MON-FRI",
+        "  0  0 29 2 *  ",  # leap days fire, every four years
+        "@hourly",
+        "@DAILY",
+        {"cron": "0 9 * * 1-5", "timezone": "Europe/Berlin", "catch_up": "all"},
+        {"cron": "30 2 * * *", "timezone": "America/New_York", "max_catch_up": 1000},
+    ],
+)
+def test_a_valid_schedule_has_no_findings(schedule: object) -> None:
+    assert schedule_findings(schedule) == []
+
+
+@pytest.mark.parametrize(
+    ("schedule", "pointer", "words"),
+    [
+        ("61 * * * *", "/trigger/schedule", "minute field '61'"),
+        ("0 24 * * *", "/trigger/schedule", "hour field '24'"),
+        ("0 0 * 13 *", "/trigger/schedule", "month field '13'"),
+        ("0 9 * * MON-FRU", "/trigger/schedule", "day-of-week field 'MON-FRU'"),
+        ("every tuesday", "/trigger/schedule", "it has 2 fields"),
+        ("0 * * * * *", "/trigger/schedule", "a seconds field is not accepted"),
+        ("0 0 30 2 *", "/trigger/schedule", "never fires"),
+        ("@reboot", "/trigger/schedule", "unknown cron macro"),
+        ("   ", "/trigger/schedule", "must be a cron expression"),
+        (5, "/trigger/schedule", "cron string or an object"),
+        ({"cron": "*/0 * * * *"}, "/trigger/schedule/cron", "minute field '*/0'"),
+        ({"timezone": "UTC"}, "/trigger/schedule/cron", "must be a cron expression"),
+        ({"cron": "0 9 * * *", "catch_up": "some"}, "/trigger/schedule/catch_up", "catch_up"),
+        ({"cron": "0 9 * * *", "max_catch_up": 0}, "/trigger/schedule/max_catch_up", "1 to 1000"),
+        ({"cron": "0 9 * * *", "every": "5m"}, "/trigger/schedule/every", "unknown key"),
+    ],
+)
+def test_a_bad_cron_schedule_is_an_error_at_its_value(
+    schedule: object, pointer: str, words: str
+) -> None:
+    [finding] = schedule_findings(schedule)
+    assert (finding.code, finding.severity, finding.pointer) == ("L121", "error", pointer)
+    assert words in finding.message
+    assert finding.fix
+
+
+def test_a_bad_time_zone_is_an_error_with_a_suggestion() -> None:
+    [unknown] = schedule_findings({"cron": "0 9 * * *", "timezone": "Mars/Olympus"})
+    assert (unknown.code, unknown.pointer) == ("L121", "/trigger/schedule/timezone")
+    assert "unknown time zone 'Mars/Olympus'" in unknown.message
+    assert "IANA" in unknown.fix
+    [cased] = schedule_findings({"cron": "0 9 * * *", "timezone": "europe/berlin"})
+    assert "did you mean 'Europe/Berlin'?" in cased.fix
+    [typed] = schedule_findings({"cron": "0 9 * * *", "timezone": 1})
+    assert typed.pointer == "/trigger/schedule/timezone"
+    # every problem of a schedule is reported, not only the first
+    both = schedule_findings({"cron": "0 25 * * *", "timezone": "Nowhere/City"})
+    assert [f.pointer for f in both] == ["/trigger/schedule/cron", "/trigger/schedule/timezone"]
+
+
+def test_a_schedule_is_checked_only_on_a_scheduled_trigger() -> None:
+    missing = schedule_findings(None)
+    assert [(f.code, f.pointer) for f in missing] == [("L120", "/trigger/schedule")]
+    d = definition(
+        {"a": {"type": "succeed"}},
+        extra={"trigger": {"type": "manual", "schedule": "not cron"}},
+    )
+    assert validate(d) == []
+
+
+def test_lint_reports_a_bad_cron_at_the_source_pointer() -> None:
+    text = (
+        "name: nightly\n"
+        "trigger: {type: scheduled, schedule: {cron: '0 2 * * *', timezone: Europe/Berln}}\n"
+        "steps:\n"
+        "  - {id: report, type: log, config: {message: hi}}\n"
+    )
+    result = lint(text)
+    assert [(f.code, f.pointer) for f in result.errors] == [("L121", "/trigger/schedule/timezone")]
+    assert "Europe/Berlin" in result.errors[0].fix

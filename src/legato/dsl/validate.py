@@ -28,6 +28,7 @@ from legato.dsl.findings import (
     relocate,
     warning,
 )
+from legato.dsl.schedule import schedule_issues
 
 if TYPE_CHECKING:
     from legato.dsl.loader import LoadResult
@@ -52,6 +53,7 @@ BAD_TARGET_PATH = "L117"
 RETRY_INTERVALS = "L118"
 BAD_INSTANT = "L119"
 TRIGGER_INCOMPLETE = "L120"
+BAD_SCHEDULE = "L121"
 
 RULES: dict[str, tuple[str, str]] = {
     UNKNOWN_TARGET: ("error", "a transition names a state that does not exist"),
@@ -74,6 +76,7 @@ RULES: dict[str, tuple[str, str]] = {
     RETRY_INTERVALS: ("warning", "a retry policy's initial interval exceeds its maximum"),
     BAD_INSTANT: ("error", "a wait's `until` is neither an expression nor an instant with a zone"),
     TRIGGER_INCOMPLETE: ("error", "a trigger lacks what its type needs"),
+    BAD_SCHEDULE: ("error", "a scheduled trigger's schedule cannot be read (cron, time zone, ...)"),
 }
 
 _NAME = re.compile(model.NAME_PATTERN)
@@ -182,8 +185,13 @@ class _Checker:
                 TRIGGER_INCOMPLETE,
                 "/trigger/schedule",
                 "a scheduled trigger needs a schedule; without one it never fires",
-                "add `schedule`, e.g. `schedule: \"*/5 * * * *\"`",
+                'add `schedule`, e.g. `schedule: "*/5 * * * *"`',
             )
+        elif t.type == "scheduled":
+            for issue in schedule_issues(t.schedule):
+                self.error(
+                    BAD_SCHEDULE, "/trigger/schedule" + issue.pointer, issue.message, issue.fix
+                )
         if t.secret_env is not None and t.type != "webhook":
             self.error(
                 TRIGGER_INCOMPLETE,

@@ -21,6 +21,10 @@ The scheduler's loop sleeps in memory until the next tick.  That is not durable 
 the schedule is the definition, its progress is the table, and a tick's identity is its
 run id.  A process that dies while sleeping loses nothing: the next pass of any scheduler
 (after a restart, or another process's) finds the tick due and fires it, once.
+
+Reading a schedule (:func:`parse_schedule`, :class:`Schedule`, :func:`schedule_problems`)
+is pure and lives in :mod:`legato.dsl.schedule`, so that lint rule L121 reports a bad one
+when the definition is written; this module re-exports those names.
 """
 
 from __future__ import annotations
@@ -29,13 +33,17 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime, timedelta
 
-from croniter import croniter  # type: ignore[import-untyped]
-
-from legato.errors import ConflictError, DefinitionError, LegatoError, UsageError
+from legato.dsl.schedule import (
+    CATCH_UP_POLICIES,
+    DEFAULT_CATCH_UP,
+    MAX_CATCH_UP,
+    Schedule,
+    parse_schedule,
+    schedule_problems,
+)
+from legato.errors import ConflictError, LegatoError, UsageError
 from legato.runtime.clock import Clock, SystemClock
 from legato.runtime.local import Engine
 from legato.runtime.worker import Programs, start_run
@@ -60,123 +68,7 @@ __all__ = [
 
 log = logging.getLogger("legato.triggers.cron")
 
-CatchUp = Literal["none", "one", "all"]
-CATCH_UP_POLICIES: tuple[CatchUp, ...] = ("none", "one", "all")
-DEFAULT_CATCH_UP: CatchUp = "one"
-MAX_CATCH_UP = 100
-_MAX_CATCH_UP_LIMIT = 1000
-_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-_SCHEDULE_KEYS = ("cron", "timezone", "catch_up", "max_catch_up")
 _TINY = timedelta(microseconds=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """A parsed schedule: a 5-field cron expression (or a macro such as ``@hourly``) read
-    in ``timezone``, and what to do with missed ticks."""
-
-    cron: str
-    timezone: str = "UTC"
-    catch_up: CatchUp = DEFAULT_CATCH_UP
-    max_catch_up: int = MAX_CATCH_UP
-
-    @property
-    def fingerprint(self) -> str:
-        """What the stored progress was computed for; a change re-anchors it."""
-        return f"{self.cron}|{self.timezone}"
-
-    def _zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    def next_after(self, at: datetime) -> datetime:
-        """The first tick strictly after ``at`` (UTC)."""
-        it = croniter(self.cron, at.astimezone(self._zone()))
-        return cast(datetime, it.get_next(datetime)).astimezone(UTC)
-
-    def at_or_before(self, at: datetime) -> datetime:
-        """The latest tick at or before ``at`` (UTC)."""
-        it = croniter(self.cron, (at + _TINY).astimezone(self._zone()))
-        return cast(datetime, it.get_prev(datetime)).astimezone(UTC)
-
-    def before(self, at: datetime) -> datetime:
-        """The latest tick strictly before ``at`` (UTC)."""
-        it = croniter(self.cron, at.astimezone(self._zone()))
-        return cast(datetime, it.get_prev(datetime)).astimezone(UTC)
-
-
-def schedule_problems(value: Any) -> list[str]:
-    """What is wrong with a trigger's ``schedule`` (empty when it is valid); for
-    validating a definition before it is stored."""
-    try:
-        parse_schedule(value)
-    except DefinitionError as exc:
-        return [exc.message]
-    return []
-
-
-def _bad(message: str) -> DefinitionError:
-    return DefinitionError(message, details={"pointer": "/trigger/schedule"})
-
-
-def parse_schedule(value: Any) -> Schedule:
-    """Read ``trigger.schedule``: a cron string, or ``{cron, timezone, catch_up,
-    max_catch_up}``.  DefinitionError says what is wrong and how to write it."""
-    if isinstance(value, str):
-        spec: dict[str, Any] = {"cron": value}
-    elif isinstance(value, dict):
-        spec = dict(value)
-        unknown = sorted(set(spec) - set(_SCHEDULE_KEYS))
-        if unknown:
-            raise _bad(
-                f"trigger.schedule has unknown key(s) {', '.join(map(repr, unknown))}; "
-                f"use {', '.join(_SCHEDULE_KEYS)}"
-            )
-    elif value is None:
-        raise _bad(
-            'a scheduled trigger needs a schedule: `schedule: "*/5 * * * *"` or '
-            '`schedule: {cron: "0 9 * * 1-5", timezone: "Europe/Berlin", catch_up: one}`'
-        )
-    else:
-        raise _bad(f"trigger.schedule must be a cron string or an object, not {value!r:.60}")
-    cron = spec.get("cron")
-    if not isinstance(cron, str) or not cron.strip():
-        raise _bad('trigger.schedule.cron must be a cron expression such as "*/5 * * * *"')
-    cron = " ".join(cron.split())
-    if cron.startswith("@"):
-        if cron.lower() not in _MACROS:
-            raise _bad(f"unknown cron macro {cron!r}; use one of {', '.join(_MACROS)}")
-        cron = cron.lower()
-    elif len(cron.split(" ")) != 5 or not croniter.is_valid(cron):
-        raise _bad(
-            f"{cron!r} is not a 5-field cron expression (minute hour day-of-month month "
-            'day-of-week), for example "*/5 * * * *" or "0 9 * * 1-5"'
-        )
-    timezone = spec.get("timezone", "UTC")
-    if not isinstance(timezone, str):
-        raise _bad(f"trigger.schedule.timezone must be an IANA name, not {timezone!r:.60}")
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise _bad(
-            f"unknown time zone {timezone!r}; use an IANA name such as 'UTC' or 'Europe/Berlin'"
-        ) from None
-    catch_up = spec.get("catch_up", DEFAULT_CATCH_UP)
-    if catch_up not in CATCH_UP_POLICIES:
-        raise _bad(
-            f"trigger.schedule.catch_up must be one of {', '.join(CATCH_UP_POLICIES)}, "
-            f"not {catch_up!r:.60}"
-        )
-    max_catch_up = spec.get("max_catch_up", MAX_CATCH_UP)
-    if (
-        not isinstance(max_catch_up, int)
-        or isinstance(max_catch_up, bool)
-        or not 1 <= max_catch_up <= _MAX_CATCH_UP_LIMIT
-    ):
-        raise _bad(
-            f"trigger.schedule.max_catch_up must be an integer from 1 to "
-            f"{_MAX_CATCH_UP_LIMIT}, not {max_catch_up!r:.60}"
-        )
-    return Schedule(cron=cron, timezone=timezone, catch_up=catch_up, max_catch_up=max_catch_up)
 
 
 def cron_run_id(scope: Scope, workflow_id: str, tick: datetime) -> str:
