@@ -347,6 +347,23 @@ async def test_create_and_get_run(store: SqlStore) -> None:
         await store.get_run("acme", "run-1")  # type: ignore[arg-type]
 
 
+async def test_runs_created_together_share_a_transaction_and_fail_alone(store: SqlStore) -> None:
+    await new_run(store, A, "taken")
+    results = await asyncio.gather(
+        *(new_run(store, A, f"batch-{i}") for i in range(20)),
+        new_run(store, A, "taken"),
+        new_run(store, A, "naive", now=datetime(2024, 1, 1)),  # naive on purpose
+        return_exceptions=True,
+    )
+    assert results[:20] == [f"batch-{i}" for i in range(20)]
+    assert isinstance(results[20], ConflictError)
+    assert isinstance(results[21], UsageError)
+    for i in range(20):
+        assert await store.verify_run(A, f"batch-{i}") is None
+    with pytest.raises(NotFoundError):
+        await store.get_run(A, "naive")
+
+
 async def test_run_without_events_starts_at_genesis(store: SqlStore) -> None:
     run_id = await new_run(store, events=[])
     run = await store.get_run(A, run_id)

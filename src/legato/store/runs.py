@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from legato.errors import ConflictError, NotFoundError, StoreError
+from legato.errors import ConflictError, LegatoError, NotFoundError, StoreError, UsageError
 from legato.store import _raw
 from legato.store import work as work_queries
 from legato.store._codec import (
@@ -202,7 +202,7 @@ def create_run(
         workflow=workflow,
         workflow_version=workflow_version,
         status=status,
-        snapshot=loads(snapshot_text),
+        snapshot=snapshot,
         version=1,
         last_seq=last_seq,
         last_hash=last_hash,
@@ -212,6 +212,21 @@ def create_run(
         finished_at=None,
         leased_work=tuple(leased),
     )
+
+
+def create_runs(
+    conn: sa.Connection, requests: Sequence[dict[str, Any]]
+) -> list[RunRecord | LegatoError]:
+    """``create_run`` for each request (its keyword arguments) in this one transaction.
+    A run whose id is taken, or whose values are unusable, gets its error in the list and
+    the others are created: both are found before anything of that run is written."""
+    out: list[RunRecord | LegatoError] = []
+    for request in requests:
+        try:
+            out.append(create_run(conn, **request))
+        except (ConflictError, UsageError) as exc:
+            out.append(exc)
+    return out
 
 
 def get_run(conn: sa.Connection, scope: Scope, run_id: str) -> RunRecord:
@@ -321,9 +336,10 @@ def verify_run(conn: sa.Connection, scope: Scope, run_id: str) -> int | None:
     # each statement sees its own snapshot, and a commit landing between them would look
     # like a broken chain. If the head moved, read again.
     for _ in range(5):
-        head = conn.execute(head_query).first()
-        if head is None:
+        found = conn.execute(head_query).first()
+        if found is None:
             raise _not_found(scope, run_id)
+        head = found
         rows = [
             ChainRow(r.run_id, r.seq, r.type, r.at, r.payload, r.prev_hash, r.hash)
             for r in conn.execute(_event_query(scope, run_id))

@@ -21,7 +21,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
-from legato.errors import UsageError
+from legato.errors import LegatoError, UsageError
 from legato.store import definitions as definition_queries
 from legato.store import migrate as migrations
 from legato.store import ratelimits as rate_limit_queries
@@ -30,6 +30,7 @@ from legato.store import signals as signal_queries
 from legato.store import work as work_queries
 from legato.store import workflows as workflow_queries
 from legato.store._db import READ_ONLY, create_engine, resolve_url
+from legato.store.batching import GroupCommit
 from legato.store.errors import translated
 from legato.store.records import (
     CommitResult,
@@ -72,6 +73,8 @@ class SqlStore:
         self._engine = engine
         self._executor = executor
         self._closed = False
+        # Runs started at about the same time are created in one transaction.
+        self._creations: GroupCommit[dict[str, Any], RunRecord] = GroupCommit(self._create_runs)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -222,20 +225,27 @@ class SqlStore:
     ) -> RunRecord:
         """Insert the run (version 1), its first events (seq 1..n, chained from GENESIS)
         and its first work, in one transaction.  ConflictError if ``run_id`` is taken.
-        Work inserted already leased is returned in ``RunRecord.leased_work``."""
-        return await self._write(
-            run_queries.create_run,
-            _scope(scope),
-            run_id=run_id,
-            workflow=workflow,
-            workflow_version=workflow_version,
-            status=status,
-            snapshot=snapshot,
-            events=events,
-            work=work,
-            parent_run_id=parent_run_id,
-            now=now,
+        Work inserted already leased is returned in ``RunRecord.leased_work``.
+
+        Runs created concurrently share a transaction (group commit), each succeeding
+        or conflicting alone."""
+        return await self._creations.submit(
+            {
+                "scope": _scope(scope),
+                "run_id": run_id,
+                "workflow": workflow,
+                "workflow_version": workflow_version,
+                "status": status,
+                "snapshot": snapshot,
+                "events": events,
+                "work": work,
+                "parent_run_id": parent_run_id,
+                "now": now,
+            }
         )
+
+    async def _create_runs(self, requests: list[dict[str, Any]]) -> list[RunRecord | LegatoError]:
+        return await self._write(run_queries.create_runs, requests)
 
     async def get_run(self, scope: Scope, run_id: str) -> RunRecord:
         """The run with its snapshot; NotFoundError if it is not in this scope."""
