@@ -89,7 +89,9 @@ def _sqlite_engine(url: URL, synchronous: str) -> Engine:
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         read_only = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # on the driver's connection: this runs for every transaction (decision 0008)
+        driver = connection.connection.driver_connection
+        driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
     return engine
 

@@ -73,6 +73,8 @@ class SqlStore:
         self._engine = engine
         self._executor = executor
         self._closed = False
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._held: sa.Connection | None = None  # SQLite: the store thread's connection
         # Runs started at about the same time are created in one transaction.
         self._creations: GroupCommit[dict[str, Any], RunRecord] = GroupCommit(self._create_runs)
 
@@ -123,8 +125,15 @@ class SqlStore:
         if self._closed:
             return
         self._closed = True
+        if self._held is not None:  # closed on the thread that uses it
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._release)
         await asyncio.to_thread(self._executor.shutdown, wait=True)
         await asyncio.to_thread(self._engine.dispose)
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
 
     async def __aenter__(self) -> SqlStore:
         return self
@@ -146,11 +155,29 @@ class SqlStore:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     def _transaction(self, read_only: bool, work: Callable[[sa.Connection], T]) -> T:
+        if self._sqlite:
+            return self._sqlite_transaction(read_only, work)
         with translated(), self._engine.connect() as conn:
             if read_only:
                 conn.execution_options(**{READ_ONLY: True})
             with conn.begin():
                 return work(conn)
+
+    def _sqlite_transaction(self, read_only: bool, work: Callable[[sa.Connection], T]) -> T:
+        # SQLite: the store's one thread keeps its connection (no pool checkout, reset
+        # and checkin per transaction); it is dropped after any error, to start clean.
+        with translated():
+            conn = self._held
+            if conn is None or conn.closed:
+                conn = self._held = self._engine.connect()
+            try:
+                conn.execution_options(**{READ_ONLY: read_only})
+                with conn.begin():
+                    return work(conn)
+            except BaseException:
+                self._held = None
+                conn.close()
+                raise
 
     async def _write(
         self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
