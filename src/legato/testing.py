@@ -4,8 +4,9 @@ Nothing here touches a database, a network or the real clock.  :class:`Simulator
 run through the same :func:`legato.runtime.advance.advance` the runtimes use, playing the part
 of the runtime by hand: you look at the work the engine asked for, then say how each piece
 ended (``complete``, ``fail``), move the clock (``advance``) so timers fire and retries become
-due, deliver signals, cancel.  Every event is kept in :attr:`Simulator.events`, so a test can
-replay the history, store it as a golden file, or compare it with another run::
+due, deliver signals, pause, resume, cancel.  Every event is kept in
+:attr:`Simulator.events`, so a test can replay the history, store it as a golden file, or
+compare it with another run::
 
     sim = Simulator(definition, {"order": 42})
     sim.complete("charge", {"id": "ch_1"})
@@ -156,6 +157,7 @@ class Simulator:
         run_id: str = "run-1",
         parent_run_id: str | None = None,
         parent_path: str | None = None,
+        suspended: bool = False,
     ) -> None:
         self.program = program_for(definition)
         self.clock = FakeClock(start)
@@ -174,6 +176,7 @@ class Simulator:
             input=input,
             parent_run_id=parent_run_id,
             parent_path=parent_path,
+            suspended=suspended,
         )
         adv = _advance(self.program, None, [started], self.clock.now())
         self.state: RunState = adv.state
@@ -358,6 +361,14 @@ class Simulator:
 
     def cancel(self, reason: str = "cancelled by the test") -> Simulator:
         return self.send(ev.CancelRequested(at=self.clock.now(), reason=reason))
+
+    def pause(self, reason: str = "paused by the test") -> Simulator:
+        """Pause the run: it asks for no new work until :meth:`resume`."""
+        return self.send(ev.RunSuspended(at=self.clock.now(), reason=reason))
+
+    def resume(self) -> Simulator:
+        """Resume a paused run (or start one created with ``suspended=True``)."""
+        return self.send(ev.RunResumed(at=self.clock.now()))
 
     def fire_due_timers(self) -> list[str]:
         """Fire every started timer due by now, earliest first; return their ids."""

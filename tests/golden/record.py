@@ -294,12 +294,56 @@ def signal_wait() -> tuple[dict[str, Any], Any, Simulator]:
     return definition, run_input, sim
 
 
+def pause_resume() -> tuple[dict[str, Any], Any, Simulator]:
+    """Created paused, then started; paused while a step runs (it completes, the next
+    state's timer is held); resumed; paused again while the timer runs (it fires, the step
+    after it waits); a signal while paused; resumed to the end.
+    """
+
+    definition = {
+        "name": "golden-pause",
+        "start_at": "prepare",
+        "timeout": "1d",
+        "states": {
+            "prepare": task(result_path="$.prepared", next="settle"),
+            "settle": {"type": "wait", "duration": "5m", "next": "approval"},
+            "approval": {
+                "type": "wait",
+                "event": {"name": "approved"},
+                "result_path": "$.approval",
+                "next": "ship",
+            },
+            "ship": task(input={"by": "$.approval.by"}, end=True),
+        },
+    }
+    run_input = {"order": "A-7"}
+    sim = Simulator(definition, run_input, run_id="golden-pause", suspended=True)
+    sim.advance(30)
+    sim.resume()  # the start: the run timeout counts from here
+    sim.advance(1)
+    sim.pause()
+    sim.advance(1)
+    sim.complete("prepare", {"ok": True})  # in flight when paused: recorded
+    sim.advance(60)
+    sim.resume()  # the held timer starts, from when `settle` was entered
+    sim.advance(1)
+    sim.pause()
+    sim.advance(600)  # it fires while paused
+    sim.signal("approved", {"by": "ada"}, signal_id=1)
+    sim.advance(1)
+    sim.resume()  # `ship` is scheduled now
+    sim.advance(1)
+    sim.complete("ship", {"shipped": True})
+    return definition, run_input, sim
+
+
 SCENARIOS: dict[str, Callable[[], tuple[dict[str, Any], Any, Simulator]]] = {
     "sequential_with_retries": sequential_with_retries,
     "parallel": parallel,
     "foreach": foreach,
     "compensation": compensation,
     "signal_wait": signal_wait,
+    "pause_resume": pause_resume,
 }
 
 

@@ -22,7 +22,14 @@ from legato.testing import golden_dump, golden_load, program_for, replay, state_
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 FILES = sorted(GOLDEN.glob("*.json"))
-EXPECTED = {"compensation", "foreach", "parallel", "sequential_with_retries", "signal_wait"}
+EXPECTED = {
+    "compensation",
+    "foreach",
+    "parallel",
+    "pause_resume",
+    "sequential_with_retries",
+    "signal_wait",
+}
 
 # Events the runtime records for the engine's commands; the others come from outside.
 COMMAND_EVENTS = (ev.StepScheduled, ev.TimerStarted, ev.ChildStarted, ev.RunFinished)

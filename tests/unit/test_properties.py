@@ -2,7 +2,7 @@
 
 Random workflows (tasks with retries, catches and compensations, parallel states, foreach,
 timed and event waits, choices) are driven by random runtimes: outcomes in random order,
-random failures and error classes, clock jumps, signals, cancellation.
+random failures and error classes, clock jumps, signals, pauses and resumes, cancellation.
 """
 
 from __future__ import annotations
@@ -174,7 +174,12 @@ class Checker:
 
     def act(self, action: Any) -> None:
         done_before = self.done_keys()
+        paused_before = self.sim.state.suspended
         action()
+        if paused_before and self.sim.state.suspended:
+            # a run that stays paused asks for no new work (stopping a child is not work)
+            new = self.sim.commands[self.seen :]
+            assert all(isinstance(c, cmd.CancelChild) for c in new), new
         self.check(done_before)
 
 
@@ -190,6 +195,8 @@ def drive(sim: Simulator, data: st.DataObject, budget: int = 40) -> Checker:
         move = data.draw(st.sampled_from(moves))
         if sim.state.status == RunStatus.RUNNING and data.draw(st.integers(0, 24)) == 0:
             move = "cancel"
+        elif sim.state.status == RunStatus.RUNNING and data.draw(st.integers(0, 7)) == 0:
+            move = "resume" if sim.state.suspended else "pause"
         if move in ("complete", "fail"):
             command = data.draw(st.sampled_from(work))
             if isinstance(command, cmd.StartChild):  # pragma: no cover - no subflows here
@@ -206,6 +213,10 @@ def drive(sim: Simulator, data: st.DataObject, budget: int = 40) -> Checker:
             checker.act(lambda s=seconds: sim.advance(s))
         elif move == "signal":
             checker.act(lambda: sim.signal("go", {"at": sim.clock.now().isoformat()}))
+        elif move == "pause":
+            checker.act(lambda: sim.pause())
+        elif move == "resume":
+            checker.act(lambda: sim.resume())
         else:
             checker.act(lambda: sim.cancel())
     event(f"run ended {sim.status}" if sim.finished else f"run still {sim.status}")

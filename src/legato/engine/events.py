@@ -2,9 +2,9 @@
 
 A run's history is a list of these. Events are facts: what the outside world told the
 run (it started with this input, a step finished with this output, a timer fired, a
-signal arrived, someone asked to cancel) and what the run decided and the runtime
-accepted (a step was scheduled, a timer was started, a child run was started, the run
-finished). ``apply`` folds them into :class:`~legato.engine.state.RunState`.
+signal arrived, someone asked to cancel, pause or resume it) and what the run decided and
+the runtime accepted (a step was scheduled, a timer was started, a child run was started,
+the run finished). ``apply`` folds them into :class:`~legato.engine.state.RunState`.
 
 Every event carries ``at``: a timezone-aware instant chosen by the runtime. The engine
 never reads a clock; it only uses the instants inside events.
@@ -23,6 +23,16 @@ def _check_aware(name: str, value: datetime | None) -> None:
         raise ValueError(f"{name} must be a timezone-aware datetime, got naive {value!r}")
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}  # an event class's payload fields, computed once
+
+
+def _payload_fields(cls: type[Event]) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.name != "at")
+    return names
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Event:
     """Base class of every history event."""
@@ -36,7 +46,7 @@ class Event:
 
     def payload(self) -> dict[str, Any]:
         """The event's fields except ``at``, as plain JSON data."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "at"}
+        return {name: getattr(self, name) for name in _payload_fields(type(self))}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -49,6 +59,7 @@ class RunStarted(Event):
     parent_run_id: str | None = None
     parent_path: str | None = None
     secret: str | None = None  # drawn by the runtime; makes callback tokens unguessable
+    suspended: bool = False  # created paused: nothing runs until RunResumed starts it
 
     def __post_init__(self) -> None:
         Event.__post_init__(self)
@@ -59,6 +70,8 @@ class RunStarted(Event):
         data = Event.payload(self)
         if data["secret"] is None:
             del data["secret"]  # histories recorded before callback tokens had none
+        if not data["suspended"]:
+            del data["suspended"]  # nor before runs could be created paused
         return data
 
 
@@ -235,6 +248,23 @@ class RetryRequested(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RunSuspended(Event):
+    """The run was paused: it starts no new work (steps, timers, child runs) until
+    RunResumed. Work already with the runtime finishes and its outcome is recorded."""
+
+    kind: ClassVar[str] = "RunSuspended"
+    reason: str = "paused"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunResumed(Event):
+    """The paused run goes on: the work it held back is asked for now."""
+
+    kind: ClassVar[str] = "RunResumed"
+    reason: str = "resumed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunFinished(Event):
     kind: ClassVar[str] = "RunFinished"
     status: str
@@ -259,6 +289,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ChildCancelRequested,
         CancelRequested,
         RetryRequested,
+        RunSuspended,
+        RunResumed,
         RunFinished,
     )
 }

@@ -226,12 +226,17 @@ def apply(program: Program, state: RunState | None, event: ev.Event) -> RunState
     if isinstance(event, ev.RunStarted):
         if state is not None:
             raise ValueError("RunStarted must be the first event of a run")
-        return _start(program, event)
-    if state is None:
-        raise ValueError(f"{event.kind} before RunStarted")
-    state.seq += 1
-    handler = _HANDLERS[type(event)]
-    handler(program, state, event)
+        state = _start(program, event)
+    else:
+        if state is None:
+            raise ValueError(f"{event.kind} before RunStarted")
+        state.seq += 1
+        handler = _HANDLERS[type(event)]
+        handler(program, state, event)
+    if state.suspended and state.status != RunStatus.RUNNING:
+        # A paused run that ends (its last step finished, a step failed for good, it timed
+        # out or was cancelled) is no longer paused: its compensations and its end go on.
+        _unsuspend(state)
     return state
 
 
@@ -252,11 +257,12 @@ def _start(program: Program, event: ev.RunStarted) -> RunState:
         workflow=event.workflow,
         version=event.version,
         input=event.input,
-        started_at=_iso(event.at),
         parent_run_id=event.parent_run_id,
         parent_path=event.parent_path,
         secret=event.secret,
         seq=1,
+        suspended=event.suspended,
+        awaiting_start=event.suspended,
     )
     context: dict[str, Any] = {}
     if definition.input_at_root and isinstance(event.input, dict):
@@ -264,8 +270,18 @@ def _start(program: Program, event: ev.RunStarted) -> RunState:
     context["input"] = _copy(event.input)
     top = Frame(id="", graph="", parent_step=None, name=None, context=context)
     state.frames[""] = top
+    if not event.suspended:
+        _begin(program, state, event.at)
+    return state
+
+
+def _begin(program: Program, state: RunState, at: datetime) -> None:
+    """The run starts walking its graph at ``at`` (at RunStarted, or at the RunResumed
+    that starts a run created paused): its timeout counts from here."""
+    definition = program.definition
+    state.started_at = _iso(at)
     if definition.timeout is not None:
-        fire_at = event.at + timedelta(seconds=definition.timeout)
+        fire_at = at + timedelta(seconds=definition.timeout)
         state.timers[RUN_TIMEOUT_TIMER] = {
             "kind": "run_timeout",
             "path": None,
@@ -273,8 +289,7 @@ def _start(program: Program, event: ev.RunStarted) -> RunState:
             "started": False,
         }
         state.pending[f"t:{RUN_TIMEOUT_TIMER}"] = None
-    _enter(program, state, top, program.graphs[""].start_at, event.at)
-    return state
+    _enter(program, state, state.frames[""], program.graphs[""].start_at, at)
 
 
 def _on_scheduled(program: Program, state: RunState, event: ev.StepScheduled) -> None:
@@ -575,6 +590,53 @@ def _on_cancel(program: Program, state: RunState, event: ev.CancelRequested) -> 
     )
 
 
+def pause_refusal(state: RunState) -> str | None:
+    """Why this run cannot be paused (None when it can)."""
+    if state.terminal:
+        return f"it has already ended ({state.status}); there is nothing to pause"
+    if state.status != RunStatus.RUNNING:
+        return (
+            f"it is {state.status}: its completed steps are being undone after it failed or "
+            "was cancelled, and compensations are not paused; wait for it to end"
+        )
+    if state.awaiting_start:
+        return "it was created paused and has not started yet; resume it to start it"
+    if state.suspended:
+        return "it is already paused; resume it to go on"
+    return None
+
+
+def resume_refusal(state: RunState) -> str | None:
+    """Why this run cannot be resumed (None when it can)."""
+    if state.suspended:
+        return None
+    if state.terminal:
+        return f"it has already ended ({state.status}); only a paused run can be resumed"
+    return f"it is not paused (it is {state.status}); pause it first"
+
+
+def _on_suspended(program: Program, state: RunState, event: ev.RunSuspended) -> None:
+    if pause_refusal(state) is not None:
+        return  # the runtime refuses these before recording them
+    state.suspended = True
+    state.suspended_reason = event.reason
+
+
+def _on_resumed(program: Program, state: RunState, event: ev.RunResumed) -> None:
+    if not state.suspended:
+        return
+    begins = state.awaiting_start
+    _unsuspend(state)
+    if begins:
+        _begin(program, state, event.at)  # created paused: it starts now
+
+
+def _unsuspend(state: RunState) -> None:
+    state.suspended = False
+    state.suspended_reason = None
+    state.awaiting_start = False
+
+
 def _on_child_cancel(program: Program, state: RunState, event: ev.ChildCancelRequested) -> None:
     state.pending.pop(f"x:{event.path}", None)
 
@@ -639,6 +701,8 @@ _HANDLERS: dict[type[ev.Event], Any] = {
     ev.ChildFinished: _on_child_finished,
     ev.CancelRequested: _on_cancel,
     ev.RetryRequested: _on_retry,
+    ev.RunSuspended: _on_suspended,
+    ev.RunResumed: _on_resumed,
     ev.ChildCancelRequested: _on_child_cancel,
     ev.RunFinished: _on_finished,
 }
@@ -1287,10 +1351,17 @@ def _give_up_compensation(state: RunState, rec: StepRecord, error: dict[str, Any
 
 
 def decide(program: Program, state: RunState) -> list[cmd.Command]:
-    """What the runtime should do now, given the state. Never repeats a recorded command."""
+    """What the runtime should do now, given the state. Never repeats a recorded command.
+
+    A suspended (paused) run asks for no new work: its pending steps, timers and child
+    runs wait for RunResumed (a run that is compensating or has ended is never
+    suspended). Cancelling the child run of a step that no longer waits for it stops work
+    rather than starting it, so that is still asked for."""
     out: list[cmd.Command] = []
     for key in state.pending:
         kind, ref = key[0], key[2:]
+        if state.suspended and kind != "x":
+            continue
         if kind == "s":
             out.append(_schedule(program, state, state.steps[ref]))
         elif kind == "t":

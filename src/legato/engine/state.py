@@ -12,6 +12,10 @@ order must be the same in every process) of things that need a command:
 ``s:<path>`` a step to schedule, ``t:<timer>`` a timer to start, ``c:<path>`` a child
 run to start, ``k:<path>`` a compensation to schedule.
 
+A *suspended* (paused) run keeps its pending entries: ``decide`` asks for them once it
+is resumed. A run created paused (``awaiting_start``) has not entered its first state yet;
+the resume that starts it does.
+
 The whole state round-trips through :meth:`RunState.to_dict` / :meth:`RunState.from_dict`
 as JSON; that is the snapshot the store keeps.
 """
@@ -141,6 +145,10 @@ class RunState:
     parent_path: str | None = None
     secret: str | None = None  # from RunStarted; keys the callback tokens
     seq: int = 0  # events applied
+    # paused: decide asks for no new work until RunResumed (only while status is running)
+    suspended: bool = False
+    suspended_reason: str | None = None
+    awaiting_start: bool = False  # created paused (RunStarted.suspended); not started yet
     frames: dict[str, Frame] = field(default_factory=dict)
     steps: dict[str, StepRecord] = field(default_factory=dict)
     pending: dict[str, None] = field(default_factory=dict)

@@ -1,4 +1,5 @@
-"""Read-only views of a run's state for people: per-step summaries (CLI, API)."""
+"""Read-only views of a run's state for people: per-step summaries and whether the run is
+paused (CLI, API)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ from typing import Any
 
 from legato.engine.machine import Program
 from legato.engine.state import RunState, RunStatus, StepStatus
+
+
+def suspension(state: RunState) -> str | None:
+    """Why the run starts no new work: ``"created"`` (created paused and never started),
+    ``"paused"`` (paused after it started), or None when it is not suspended."""
+    if not state.suspended:
+        return None
+    return "created" if state.awaiting_start else "paused"
 
 
 def step_views(
