@@ -54,6 +54,7 @@ STATUS_STYLE = {
     "compensated": "magenta",
     "compensating": "magenta",
     "compensation_failed": "red",
+    "paused": "yellow",
 }
 
 DbOption = typer.Option(
@@ -255,7 +256,8 @@ async def _follow(engine: Any, run_id: str, timeout: float | None) -> Any:
 
 def _steps_table(result: Any) -> Table:
     table = Table(
-        title=f"{escape(result.workflow)} · run {escape(result.run_id)} · {_status(result.status)}"
+        title=f"{escape(result.workflow)} · run {escape(result.run_id)} · "
+        f"{_status(_shown_status(result))}"
     )
     table.add_column("step")
     table.add_column("status")
@@ -269,6 +271,11 @@ def _steps_table(result: Any) -> Table:
             _took(step),
         )
     return table
+
+
+def _shown_status(result: Any) -> str:
+    """A paused run shows as paused (its engine status stays running)."""
+    return "paused" if result.paused else str(result.status)
 
 
 def _status(status: str) -> str:
@@ -288,7 +295,7 @@ def _took(step: dict[str, Any]) -> str:
 
 
 def _print_result(result: Any) -> None:
-    out.print(f"run {result.run_id}: {_status(result.status)}")
+    out.print(f"run {result.run_id}: {_status(_shown_status(result))}")
     if result.error:
         out.print(
             f"[red]error:[/red] {escape(str(result.error.get('message')))}",
@@ -507,7 +514,7 @@ def verify(
     raise typer.Exit(_run(main()))
 
 
-# ---- signal, cancel, worker ------------------------------------------------------------------
+# ---- signal, cancel, pause, resume, worker ---------------------------------------------------
 
 
 @app.command()
@@ -587,6 +594,46 @@ def cancel(run_id: str, db: str | None = DbOption) -> None:
         out.print(f"run {run_id}: {_status(result.status)}")
 
     _run(main())
+
+
+@app.command()
+def pause(
+    run_id: str,
+    reason: str = typer.Option("paused from the command line", "--reason"),
+    db: str | None = DbOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Pause a run: no new step starts until `legato resume` (running steps finish)."""
+    settings = _settings(db)
+
+    async def main() -> None:
+        async with _engine(settings, worker=False) as engine:
+            result = await engine.pause(run_id, reason=reason)
+        _print_change(result, as_json)
+
+    _run(main())
+
+
+@app.command()
+def resume(run_id: str, db: str | None = DbOption, as_json: bool = JsonOption) -> None:
+    """Resume a paused run: the steps it held back start (a worker runs them)."""
+    settings = _settings(db)
+
+    async def main() -> None:
+        async with _engine(settings, worker=False) as engine:
+            result = await engine.resume(run_id, reason="resumed from the command line")
+        _print_change(result, as_json)
+
+    _run(main())
+
+
+def _print_change(result: Any, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps({"run_id": result.run_id, "status": result.status, "paused": result.paused})
+        )
+    else:
+        out.print(f"run {result.run_id}: {_status(_shown_status(result))}")
 
 
 @app.command()

@@ -284,10 +284,43 @@ class Route:
     call: Callable[[Resources], Call]
     kind: str  # "create", "list", "item" (names a resource), "callback", "health",
     # "event" (publishes an event), "webhook" (signed by the sender, no bearer token)
+    named_in: str = "path"  # where an "item" route names its resource: "path" or "body"
 
 
 D = "/api/v1/workflows/definitions"
 E = "/api/v1/workflows/executions"
+T = "/api/v1/templates"
+I = "/api/v1/instances"  # noqa: E741 - the seed's own word, next to D, E and T
+
+# Seed 001's `steps` format as a Chorus template, with built-in actions.
+WELCOME: dict[str, Any] = {
+    "name": "user_welcome",
+    "description": "seed 001, logging instead of sending email",
+    "steps": [
+        {
+            "id": "validate_input",
+            "type": "condition",
+            "conditions": [{"field": "email", "operator": "contains", "value": "@"}],
+            "next_steps": ["send_welcome", "send_error"],
+        },
+        {
+            "id": "send_welcome",
+            "type": "action",
+            "config": {"action": "log_message", "message": "welcome {{variables.email}}"},
+            "next_steps": ["log_success"],
+        },
+        {
+            "id": "send_error",
+            "type": "action",
+            "config": {"action": "log_message", "message": "invalid email", "level": "error"},
+        },
+        {
+            "id": "log_success",
+            "type": "action",
+            "config": {"action": "set", "welcomed": "{{variables.email}}"},
+        },
+    ],
+}
 
 ROUTES: dict[tuple[str, str], Route] = {
     ("POST", D): Route(WRITE, lambda r: Call("POST", D, json=ORDERED), "create"),
@@ -337,6 +370,12 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", E + "/{execution_id}/retry"): Route(
         EXECUTE, lambda r: Call("POST", f"{E}/{r.failed_execution_id}/retry"), "item"
     ),
+    ("POST", E + "/{execution_id}/pause"): Route(
+        EXECUTE, lambda r: Call("POST", f"{E}/{r.waiting_execution_id}/pause"), "item"
+    ),
+    ("POST", E + "/{execution_id}/resume"): Route(
+        EXECUTE, lambda r: Call("POST", f"{E}/{r.waiting_execution_id}/resume"), "item"
+    ),
     ("GET", E + "/{execution_id}/history"): Route(
         READ, lambda r: Call("GET", f"{E}/{r.waiting_execution_id}/history"), "item"
     ),
@@ -373,6 +412,52 @@ ROUTES: dict[tuple[str, str], Route] = {
         None,
         lambda r: Call("POST", f"/api/v1/webhooks/acme/prod/{r.workflow_id}", json={"x": 1}),
         "webhook",
+    ),
+    # seed 001 ("Chorus"): templates are definitions, instances are executions
+    ("POST", T): Route(WRITE, lambda r: Call("POST", T, json=WELCOME), "create"),
+    ("GET", T): Route(READ, lambda r: Call("GET", T, params={"name": r.workflow_name}), "list"),
+    ("GET", T + "/{template_id}"): Route(
+        READ, lambda r: Call("GET", f"{T}/{r.workflow_id}"), "item"
+    ),
+    ("PUT", T + "/{template_id}"): Route(
+        WRITE,
+        lambda r: Call(
+            "PUT",
+            f"{T}/{r.workflow_id}",
+            content=approval("2"),
+            headers={"Content-Type": "application/yaml"},
+        ),
+        "item",
+    ),
+    ("DELETE", T + "/{template_id}"): Route(
+        WRITE, lambda r: Call("DELETE", f"{T}/{r.workflow_id}", params={"force": "true"}), "item"
+    ),
+    ("GET", I): Route(
+        READ, lambda r: Call("GET", I, params={"template_id": r.workflow_id}), "list"
+    ),
+    ("POST", I): Route(
+        EXECUTE,
+        lambda r: Call("POST", I, json={"template_id": r.workflow_id, "variables": {}}),
+        "item",
+        named_in="body",
+    ),
+    ("GET", I + "/{instance_id}"): Route(
+        READ, lambda r: Call("GET", f"{I}/{r.waiting_execution_id}"), "item"
+    ),
+    ("PUT", I + "/{instance_id}/start"): Route(
+        EXECUTE, lambda r: Call("PUT", f"{I}/{r.waiting_execution_id}/start"), "item"
+    ),
+    ("PUT", I + "/{instance_id}/pause"): Route(
+        EXECUTE, lambda r: Call("PUT", f"{I}/{r.waiting_execution_id}/pause"), "item"
+    ),
+    ("PUT", I + "/{instance_id}/resume"): Route(
+        EXECUTE, lambda r: Call("PUT", f"{I}/{r.waiting_execution_id}/resume"), "item"
+    ),
+    ("PUT", I + "/{instance_id}/cancel"): Route(
+        EXECUTE, lambda r: Call("PUT", f"{I}/{r.waiting_execution_id}/cancel"), "item"
+    ),
+    ("GET", I + "/{instance_id}/steps"): Route(
+        READ, lambda r: Call("GET", f"{I}/{r.waiting_execution_id}/steps"), "item"
     ),
     ("GET", "/health"): Route(None, lambda r: Call("GET", "/health"), "health"),
     ("GET", "/ready"): Route(None, lambda r: Call("GET", "/ready"), "health"),

@@ -1,5 +1,5 @@
-"""Executions: their 002 shape, listing, cancel, retry, history, signals, callbacks, and
-version pinning (a running execution keeps the version it started on)."""
+"""Executions: their 002 shape, listing, cancel, pause, resume, retry, history, signals,
+callbacks, and version pinning (a running execution keeps the version it started on)."""
 
 from __future__ import annotations
 
@@ -189,6 +189,62 @@ async def test_cancel_a_waiting_execution(api: Api) -> None:
     r = await api.client.post(f"{E}/{finished['id']}/cancel", headers=api.as_())
     assert r.status_code == 409
     assert "already ended (completed)" in r.json()["detail"]
+
+
+async def test_pause_holds_the_next_step_until_resume(api: Api) -> None:
+    created = await api.create(approval("1"))
+    execution = await api.trigger(created["id"])
+    await api.wait_waiting(execution)
+    r = await api.client.post(f"{E}/{execution}/pause", headers=api.as_())
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["legato_status"], r.json()["paused"]) == (
+        "running",
+        "running",
+        True,
+    )
+    r = await api.client.post(f"{E}/{execution}/pause", headers=api.as_())
+    assert r.status_code == 409
+    assert "already paused; resume it" in r.json()["detail"]
+    # the signal is taken, but the step it makes ready is not scheduled while paused
+    signal = f"/api/v1/executions/{execution}/signals/approved"
+    r = await api.client.post(signal, json={"by": "ada"}, headers=api.as_())
+    assert r.status_code == 200, r.text
+    view = await api.execution(execution)
+    steps = steps_by_id(view)
+    assert steps["ask"]["status"] == "completed"
+    assert (steps["record"]["status"], steps["record"]["legato_status"]) == ("pending", "ready")
+    history = (await api.client.get(f"{E}/{execution}/history", headers=api.as_())).json()
+    kinds = [(e["type"], e["payload"].get("path")) for e in history["events"]]
+    assert ("RunSuspended", None) in kinds
+    assert ("StepScheduled", "record") not in kinds
+    suspended = next(e for e in history["events"] if e["type"] == "RunSuspended")
+    assert suspended["payload"]["reason"] == "paused through the API by user-of-acme"
+
+    r = await api.client.post(f"{E}/{execution}/resume", headers=api.as_())
+    assert r.status_code == 200, r.text
+    assert r.json()["paused"] is False
+    view = await api.wait_end(execution)
+    assert view["status"] == "completed"
+    assert view["output"] == {"ran_version": "1"}
+    for action in ("pause", "resume"):
+        r = await api.client.post(f"{E}/{execution}/{action}", headers=api.as_())
+        assert r.status_code == 409, r.text
+        assert "already ended (completed)" in r.json()["detail"]
+
+
+async def test_resume_of_an_execution_that_is_not_paused_is_409(api: Api) -> None:
+    created = await api.create(approval("1"))
+    execution = await api.trigger(created["id"])
+    await api.wait_waiting(execution)
+    r = await api.client.post(f"{E}/{execution}/resume", headers=api.as_())
+    assert r.status_code == 409
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "is not paused (it is running); pause it first" in r.json()["detail"]
+    # a paused execution can be cancelled
+    await api.client.post(f"{E}/{execution}/pause", headers=api.as_())
+    r = await api.client.post(f"{E}/{execution}/cancel", headers=api.as_())
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["paused"]) == ("cancelled", False)
 
 
 async def test_retry_a_failed_execution_from_its_failed_step(api: Api) -> None:

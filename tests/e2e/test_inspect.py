@@ -173,6 +173,8 @@ def test_an_unknown_run_id_is_a_clear_message_and_exit_1(cli: Cli) -> None:
         ("history", "no-such-run"),
         ("verify", "no-such-run"),
         ("cancel", "no-such-run"),
+        ("pause", "no-such-run"),
+        ("resume", "no-such-run"),
         ("signal", "no-such-run", "approved"),
     ],
 )

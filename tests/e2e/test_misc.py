@@ -20,6 +20,8 @@ ISSUE_COMMANDS = (
     "signal",
     "worker",
     "cancel",
+    "pause",
+    "resume",
     "schema",
 )
 

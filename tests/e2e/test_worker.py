@@ -1,5 +1,5 @@
-"""``legato worker``, ``legato signal`` and ``legato cancel``: separate processes that
-share one SQLite file."""
+"""``legato worker``, ``legato signal``, ``legato cancel``, ``legato pause`` and
+``legato resume``: separate processes that share one SQLite file."""
 
 from __future__ import annotations
 
@@ -127,3 +127,55 @@ def test_cancel_stops_a_waiting_run_and_its_compensation_runs(cli: Cli, legato: 
     again = legato("cancel", run_id)
     assert again.returncode == 0
     assert "cancelled" in again.stdout
+
+
+def test_pause_holds_the_step_a_signal_makes_ready_until_resume(
+    cli: Cli, legato: InProcess, background: list
+) -> None:
+    flow = cli.write("approval.yaml", APPROVAL)
+    started = cli("run", str(flow), "--detach")
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    worker = cli.popen("worker", "--until-idle")
+    background.append(worker)
+
+    paused = cli("pause", run_id, "--reason", "month-end freeze")
+    assert paused.returncode == 0, paused.stderr
+    assert f"run {run_id}: paused" in paused.stdout
+    again = legato("pause", run_id)
+    assert again.returncode == 1
+    assert "already paused; resume it to go on" in again.stderr
+    sent = cli("signal", run_id, "approved", "--data", '{"by": "bob"}')
+    assert sent.returncode == 0, sent.stderr
+
+    # the signal is recorded, the step after the wait is not scheduled, nothing is to do
+    shown = one_json_object(legato("show", run_id, "--json").stdout)
+    assert (shown["status"], shown["paused"]) == ("running", True)
+    assert steps_by_id(shown)["record"]["status"] == "ready"
+    history = json.loads(legato("history", run_id, "--json").stdout)
+    types = [(e["type"], e["payload"].get("path")) for e in history]
+    assert ("StepScheduled", "record") not in types
+    suspended = [e["payload"] for e in history if e["type"] == "RunSuspended"]
+    assert suspended == [{"reason": "month-end freeze"}]
+    assert (
+        query(cli.db, "SELECT key FROM due_work WHERE run_id = ? AND kind = 'step'", run_id) == []
+    )
+    assert worker.poll() is None  # a paused run is unfinished: the worker stays
+
+    resumed = legato("resume", run_id, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert one_json_object(resumed.stdout) == {
+        "run_id": run_id,
+        "status": "running",
+        "paused": False,
+    }
+    # the worker runs the step after the wait, and exits once nothing is unfinished
+    assert wait_for_run_end(cli.db, run_id, "record") == "completed"
+    code, _out, err = finish(worker)
+    assert code == 0, err
+    result = one_json_object(legato("show", run_id, "--json").stdout)
+    assert (result["status"], result["paused"]) == ("completed", False)
+    assert result["output"] == {"approved_by": "bob"}
+    ended = legato("resume", run_id)
+    assert ended.returncode == 1
+    assert "already ended (completed)" in ended.stderr

@@ -3,7 +3,8 @@
 The application owns one :class:`~legato.runtime.local.Engine` for its lifetime (opened
 in the lifespan, with an embedded worker unless ``api_worker`` is false), which serves
 every tenant through scoped views (``engine.for_scope``).  Routers: definitions,
-executions (with signals and callbacks), health.  Errors are problem+json
+executions (with signals and callbacks), health, events, webhooks, and seed 001's
+templates and instances (``routers/chorus.py``).  Errors are problem+json
 (``problems.py``); identity and scopes are dependencies (``auth.py``, ``deps.py``).
 """
 
@@ -19,6 +20,7 @@ from fastapi import Depends, FastAPI
 from legato.api import definitions, executions, health, problems
 from legato.api.auth import TokenVerifier
 from legato.api.deps import known_query_parameters
+from legato.api.routers import chorus
 from legato.api.routers import events as event_routes
 from legato.api.routers import webhooks as webhook_routes
 from legato.runtime.local import Engine
@@ -28,7 +30,8 @@ EngineFactory = Callable[[], contextlib.AbstractAsyncContextManager[Engine]]
 
 DESCRIPTION = """\
 Legato's REST API: workflow definitions (every update is a new immutable version),
-executions, signals and callbacks.
+executions (cancel, pause, resume, retry), signals and callbacks; and seed 001's
+templates and instances (the same definitions and executions under another name).
 
 Authenticate with `Authorization: Bearer <JWT>`; the token's `tenant_id` and
 `environment_id` say whose workflows you act on, its `scopes` what you may do
@@ -112,6 +115,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(event_routes.router)  # POST /api/v1/events (workflows:execute)
     app.include_router(webhook_routes.router)  # signed by the sender; no bearer token
+    app.include_router(chorus.templates)  # seed 001: templates are definitions
+    app.include_router(chorus.instances)  # seed 001: instances are executions
     return app
 
 

@@ -1,5 +1,6 @@
-"""Executions: read, list, cancel, retry, history; signals to a running execution; and the
-callback route through which async service operations report their result."""
+"""Executions: read, list, cancel, pause, resume, retry, history; signals to a running
+execution; and the callback route through which async service operations report their
+result."""
 
 from __future__ import annotations
 
@@ -108,6 +109,31 @@ async def get_execution(execution_id: ExecutionId, caller: Reader) -> dict[str, 
 async def cancel_execution(execution_id: ExecutionId, caller: Executor) -> dict[str, Any]:
     """Cancelling a cancelled execution changes nothing; one that ended otherwise is 409."""
     await service.cancel(caller.engine, execution_id, who=caller.who)
+    return await service.execution_view(caller.engine, execution_id)
+
+
+@router.post(
+    "/{execution_id}/pause",
+    response_model=Execution,
+    summary="Pause an execution (no new step starts until it is resumed)",
+    responses=responses(401, 403, 404, 409, 422),
+)
+async def pause_execution(execution_id: ExecutionId, caller: Executor) -> dict[str, Any]:
+    """Steps already running finish; timers and signals are still recorded, and what they
+    make ready waits. 409 when the execution has ended, is compensating or is paused."""
+    await caller.engine.pause(execution_id, reason=f"paused through the API by {caller.who}")
+    return await service.execution_view(caller.engine, execution_id)
+
+
+@router.post(
+    "/{execution_id}/resume",
+    response_model=Execution,
+    summary="Resume a paused execution",
+    responses=responses(401, 403, 404, 409, 422),
+)
+async def resume_execution(execution_id: ExecutionId, caller: Executor) -> dict[str, Any]:
+    """The steps it held back start now. 409 when the execution is not paused."""
+    await caller.engine.resume(execution_id, reason=f"resumed through the API by {caller.who}")
     return await service.execution_view(caller.engine, execution_id)
 
 

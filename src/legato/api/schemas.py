@@ -119,6 +119,11 @@ class ExecutionSummary(_Out):
 class Execution(ExecutionSummary):
     tenant_id: str
     environment_id: str
+    paused: bool = Field(
+        False,
+        description="Paused: no new step starts until it is resumed (its status stays "
+        "running; steps already running finish)",
+    )
     trigger_type: str = Field(description="manual (this API, the CLI), event, scheduled, ...")
     trigger_event: Any = Field(None, description="The data the execution started with")
     step_executions: list[StepExecution]

@@ -247,8 +247,10 @@ async def set_enabled(engine: Engine, workflow_id: str, enabled: bool) -> Workfl
 
 
 async def trigger(
-    engine: Engine, workflow_id: str, trigger_data: dict[str, Any]
+    engine: Engine, workflow_id: str, trigger_data: dict[str, Any], *, suspended: bool = False
 ) -> tuple[str, WorkflowRecord]:
+    """Start an execution of the workflow's current version (created paused with
+    ``suspended``: it runs nothing until resumed)."""
     record = await engine.store.get_workflow(engine.scope, workflow_id)
     if not record.enabled:
         raise ConflictError(
@@ -261,6 +263,7 @@ async def trigger(
         trigger_data,
         version=str(record.current_version),
         run_id=new_execution_id(),
+        suspended=suspended,
     )
     return run_id, record
 
@@ -360,6 +363,7 @@ async def execution_view(engine: Engine, run_id: str) -> dict[str, Any]:
         {
             "tenant_id": engine.scope.tenant_id,
             "environment_id": engine.scope.environment_id,
+            "paused": state.suspended,
             "started_at": state.started_at or record.created_at,
             "trigger_type": _trigger_of(state),
             "trigger_event": state.input,

@@ -24,6 +24,12 @@ class Advanced:
     state: RunState
     events: list[ev.Event] = field(default_factory=list)
     commands: list[cmd.Command] = field(default_factory=list)
+    work: list[NewWork] = field(default_factory=list)  # the last new_work() result
+
+    def next_unleased(self) -> float | None:
+        """When the earliest work row not leased on insert becomes due (None: none)."""
+        times = [w.visible_at for w in self.work if w.lease_owner is None]
+        return min(times) if times else None
 
     def new_events(self) -> list[NewEvent]:
         return [NewEvent(type=e.kind, at=e.at, payload=e.payload()) for e in self.events]
@@ -31,8 +37,10 @@ class Advanced:
     def new_work(
         self, now: float, *, lease_owner: str | None, lease_seconds: float
     ) -> list[NewWork]:
-        """Rows for the due-work table. Work due now is leased to ``lease_owner`` at once."""
+        """Rows for the due-work table (also kept in ``work``). Work due now is leased to
+        ``lease_owner`` at once."""
         out: list[NewWork] = []
+        self.work = out
         for c in self.commands:
             if isinstance(c, cmd.ScheduleStep):
                 visible = c.not_before.timestamp() if c.not_before else now

@@ -34,7 +34,13 @@ from typing import Any
 from legato.activity import ActivityRegistry, activity
 from legato.dsl.model import Definition
 from legato.engine import events as ev
-from legato.engine.machine import Program, callback_target, retry_refusal
+from legato.engine.machine import (
+    Program,
+    callback_target,
+    pause_refusal,
+    resume_refusal,
+    retry_refusal,
+)
 from legato.engine.state import RunState, RunStatus
 from legato.engine.views import step_views
 from legato.errors import (
@@ -74,6 +80,7 @@ class RunResult:
     started_at: str | None = None
     finished_at: str | None = None
     parent_run_id: str | None = None
+    paused: bool = False  # suspended: it starts no new work until resumed
 
     @property
     def done(self) -> bool:
@@ -93,6 +100,7 @@ class RunResult:
             "error": self.error,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "paused": self.paused,
             "steps": self.steps,
         }
 
@@ -293,9 +301,11 @@ class Engine:
         *,
         version: str | None = None,
         run_id: str | None = None,
+        suspended: bool = False,
     ) -> str:
         """Start a run and return its id. ``workflow`` is a definition, a file, or a
-        deployed workflow's name."""
+        deployed workflow's name. With ``suspended`` the run is created paused: it runs
+        nothing until :meth:`resume` starts it."""
         self._check_open()
         if isinstance(workflow, Definition) or (
             isinstance(workflow, Path | str) and _looks_like_file(workflow)
@@ -321,6 +331,7 @@ class Engine:
             now=self.clock.now(),
             lease_owner=owner,
             lease_seconds=self.options.lease_seconds,
+            suspended=suspended,
         )
         if self.worker is not None:
             # the worker is about to run this: spare it reading back what we just wrote
@@ -328,7 +339,9 @@ class Engine:
             self.worker.remember(self.scope, run_id, adv.state, 1, program)
             for item in leased:
                 self.worker.dispatch(item)
-            self.worker.wake()
+            waiting = adv.next_unleased()
+            if waiting is not None:
+                self.worker.due(waiting)
         return run_id
 
     async def run(
@@ -355,35 +368,47 @@ class Engine:
     async def wait(self, run_id: str, *, timeout: float | None = None) -> RunResult:
         """Wait until the run ends (completed, failed, cancelled or compensation_failed).
 
-        A run this process executes wakes the waiter with its final state, without a
-        read; a run executed elsewhere is looked at again every second."""
+        A run this process executes wakes the waiter when it ends, without a read (and
+        is looked at again every 5 s in case another worker took it over); a run
+        executed elsewhere is looked at again every second."""
         self._check_open()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        result = await self.get(run_id)
-        while not result.done:
-            fut: asyncio.Future[RunState] = loop.create_future()
-            key = (self.scope, run_id)
+        key = (self.scope, run_id)
+        here = self.worker is not None and self.worker.executing(self.scope, run_id)
+        if not here:
+            result = await self.get(run_id)
+            if result.done:
+                return result
+        while True:
+            fut: asyncio.Future[RunResult | None] = loop.create_future()
             self._waiters.setdefault(key, []).append(fut)
-            wait_for = 1.0
+            wait_for = 5.0 if here else 1.0
             if deadline is not None:
                 wait_for = min(wait_for, deadline - loop.time())
+            got: RunResult | None = None
+            timed_out = False
+            try:
                 if wait_for <= 0:
-                    raise TimeoutError(f"run {run_id} did not end within {timeout}s")
-            state: RunState | None = None
-            with contextlib.suppress(TimeoutError):
-                state = await asyncio.wait_for(fut, wait_for)
-            futures = self._waiters.get(key, [])
-            if fut in futures:
-                futures.remove(fut)
-            if not futures:
-                self._waiters.pop(key, None)
-            if state is not None and state.finished:
-                program = await self.programs.get(self.scope, state.workflow, state.version)
-                return _result_of(program, state, str(state.status), self.clock.now())
-            if state is None:
+                    raise TimeoutError
+                got = await asyncio.wait_for(fut, wait_for)
+            except TimeoutError:
+                timed_out = True
+            finally:
+                futures = self._waiters.get(key, [])
+                if fut in futures:
+                    futures.remove(fut)
+                if not futures:
+                    self._waiters.pop(key, None)
+            if got is not None:
+                return got
+            if timed_out:
                 result = await self.get(run_id)  # not ours, or no news: look again
-        return result
+                if result.done:
+                    return result
+                if deadline is not None and loop.time() >= deadline:
+                    raise TimeoutError(f"run {run_id} did not end within {timeout}s")
+                here = self.worker is not None and self.worker.executing(self.scope, run_id)
 
     async def watch(self, run_id: str, *, interval: float = 1.0) -> AsyncIterator[RunResult]:
         """Yield the run each time it changes, until it ends."""
@@ -403,16 +428,20 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, interval)
 
-    def _on_commit(self, scope: Scope, run_id: str, state: RunState) -> None:
+    def _on_commit(self, scope: Scope, run_id: str, state: RunState, program: Program) -> None:
         futures = self._waiters.pop((scope, run_id), [])
         if not futures:
             return
-        # A copy: the worker changes its cached state in place for the next commit, and a
-        # waiter that runs later must see what was committed, not what is being committed.
-        committed = RunState.from_dict(json.loads(json.dumps(state.to_dict(), default=str)))
+        # Waiters get the result of a run that ended, built now: the worker changes its
+        # cached state in place for the next commit. Watchers just get woken (None).
+        result = (
+            _result_of(program, state, str(state.status), self.clock.now())
+            if state.finished
+            else None
+        )
         for fut in futures:
             if not fut.done():
-                fut.set_result(committed)
+                fut.set_result(result)
 
     async def runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 50
@@ -511,6 +540,40 @@ class Engine:
         self._check_open()
         return await self._transact(run_id, ev.CancelRequested(at=self.clock.now(), reason=reason))
 
+    async def pause(self, run_id: str, reason: str = "paused by request") -> RunResult:
+        """Pause a run: it starts no new steps, timers or child runs until :meth:`resume`.
+
+        Steps already running finish and their outcomes are recorded; timers that fire and
+        signals that arrive meanwhile are recorded too, and what they make ready waits for
+        the resume. A paused run can be cancelled (its compensations run at once); one
+        that ends while paused is no longer paused. ConflictError when the run has ended,
+        is compensating, or is paused already."""
+        self._check_open()
+
+        def check(state: RunState) -> None:
+            why = pause_refusal(state)
+            if why is not None:
+                raise ConflictError(f"run {run_id} cannot be paused: {why}")
+
+        event = ev.RunSuspended(at=self.clock.now(), reason=reason)
+        return await self._transact(run_id, event, check=check)
+
+    async def resume(self, run_id: str, reason: str = "resumed by request") -> RunResult:
+        """Resume a paused run (or start one created with ``start(..., suspended=True)``):
+        the work it held back is scheduled at once. ConflictError when it is not paused."""
+        self._check_open()
+
+        def check(state: RunState) -> None:
+            why = resume_refusal(state)
+            if why is not None:
+                raise ConflictError(f"run {run_id} cannot be resumed: {why}")
+
+        # _transact commits the work the resume asks for, leased to this process's worker
+        # and dispatched at once (as cancel and signal do); without a worker here, the rows
+        # are due now and a `legato worker` claims them on its next poll.
+        event = ev.RunResumed(at=self.clock.now(), reason=reason)
+        return await self._transact(run_id, event, check=check)
+
     async def _transact(
         self,
         run_id: str,
@@ -565,7 +628,7 @@ class Engine:
                     for item in result.leased:
                         self.worker.dispatch(item)
                     self.worker.wake()
-                self._on_commit(self.scope, run_id, adv.state)
+                self._on_commit(self.scope, run_id, adv.state, program)
                 return _result_of(program, adv.state, str(adv.state.status), now)
             await asyncio.sleep(0.01)
         raise ConflictError(f"run {run_id} kept changing; try again")
@@ -633,6 +696,7 @@ def _result_of(
         started_at=state.started_at,
         finished_at=state.finished_at,
         parent_run_id=state.parent_run_id,
+        paused=state.suspended,
     )
 
 

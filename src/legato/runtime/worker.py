@@ -102,7 +102,7 @@ class Programs:
         return program
 
 
-CommitListener = Callable[[Scope, str, RunState], None]
+CommitListener = Callable[[Scope, str, RunState, Program], None]
 
 
 class Worker:
@@ -135,6 +135,7 @@ class Worker:
         self._inflight: dict[int, WorkItem] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
+        self._wake_at = 0.0  # when the claim loop will look next by itself (0: looking)
         self._loops: list[asyncio.Task[Any]] = []
         self._listeners: list[CommitListener] = []
         self._stopping = False
@@ -231,13 +232,26 @@ class Worker:
     def forget(self, scope: Scope, run_id: str) -> None:
         self._states.pop((scope, run_id), None)
 
+    def executing(self, scope: Scope, run_id: str) -> bool:
+        """Is this worker executing the run (it holds its state, and the run goes on)?"""
+        cached = self._states.get((scope, run_id))
+        return cached is not None and not cached.state.finished
+
     # ---- claiming and dispatch ------------------------------------------------------------
 
     def wake(self) -> None:
         self._wake.set()
 
+    def due(self, visible_at: float) -> None:
+        """New work becomes claimable at ``visible_at``: wake the claim loop if it would
+        otherwise look later than that."""
+        if visible_at < self._wake_at:
+            self._wake.set()
+
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            self._wake_at = 0.0  # looking now: anything due wakes us again after this
+            self._wake.clear()
             free = self.options.concurrency - len(self._inflight)
             items: list[WorkItem] = []
             if free > 0:
@@ -259,7 +273,7 @@ class Worker:
                 nxt = await self.store.next_visible_at()
                 if nxt is not None:
                     timeout = max(0.0, min(timeout, nxt - self.clock.now().timestamp()))
-            self._wake.clear()
+            self._wake_at = self.clock.now().timestamp() + timeout
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -516,7 +530,7 @@ class Worker:
         done = [(item.id, item.fence)]
         try:
             parent = await self.load(item.scope, item.run_id)
-            _adv, leased = await start_run(
+            adv, leased = await start_run(
                 self.store,
                 self.programs,
                 item.scope,
@@ -532,7 +546,9 @@ class Worker:
             )
             for child_item in leased:
                 self.dispatch(child_item)
-            self.wake()
+            waiting = adv.next_unleased()
+            if waiting is not None:
+                self.due(waiting)
         except ConflictError:
             pass  # started before a crash: the child exists, nothing to do
         except NotFoundError as exc:
@@ -622,11 +638,13 @@ class Worker:
                 self._settle(outcomes)
                 cached.version = result.version
                 for listener in self._listeners:
-                    listener(key[0], key[1], adv.state)
+                    listener(key[0], key[1], adv.state, cached.program)
                 for item in result.leased:
                     self.dispatch(item)
                 if len(result.leased) < len(commit.add_work):
-                    self.wake()  # timers or work for others: let the claim loop re-plan
+                    # timers, retries, work for other runs: wake the claim loop if it
+                    # would look too late
+                    self.due(min(w.visible_at for w in commit.add_work if w.lease_owner is None))
                 continue
             self._states.pop(key, None)
             if result.reason == "lease":
@@ -718,13 +736,14 @@ async def start_run(
     parent_path: str | None = None,
     lease_owner: str | None = None,
     lease_seconds: float = 30.0,
+    suspended: bool = False,
 ) -> tuple[Advanced, list[WorkItem]]:
     """Create a run: RunStarted, the first commands, all in one transaction.
 
     Returns the engine's result and the work rows inserted already leased to
     ``lease_owner`` (a local worker dispatches them at once, without polling)."""
     if version is None:
-        version = (await store.get_definition(scope, workflow)).version
+        version = await store.latest_version(scope, workflow)
     program = await programs.get(scope, workflow, version)
     started = ev.RunStarted(
         at=now,
@@ -735,6 +754,7 @@ async def start_run(
         parent_run_id=parent_run_id,
         parent_path=parent_path,
         secret=secrets.token_hex(16),
+        suspended=suspended,
     )
     adv = advance(program, None, [started], now)
     work = adv.new_work(now.timestamp(), lease_owner=lease_owner, lease_seconds=lease_seconds)
