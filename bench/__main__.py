@@ -1,8 +1,9 @@
-"""``python -m bench``: install the ``bench`` extra if needed, then run the benchmarks.
+"""``python -m bench``: install the ``bench`` and ``server`` extras if needed, then run.
 
 Only the standard library is imported before the check, so a fresh venv with Legato
-installed can run this directly; it runs ``pip install -e .[bench]`` into the current
-interpreter when an import is missing. Nothing else is downloaded at run time.
+installed can run this directly; it runs ``pip install -e .[bench,server]`` into the
+current interpreter when an import is missing (``server``: W5 runs ``legato serve``).
+Nothing else is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NEEDED = ("legato", "dbos", "temporalio", "psycopg", "pyinstrument")
+NEEDED = ("legato", "dbos", "temporalio", "psycopg", "pyinstrument", "fastapi", "uvicorn", "jwt")
+"""Imports the run needs: the ``bench`` extra, and the ``server`` extra for W5 (``legato
+serve``)."""
 
 
 def missing() -> list[str]:
@@ -34,9 +37,13 @@ def ensure_installed(allow: bool) -> None:
     if not allow:
         print(f"bench: missing {what}; continuing without installing", file=sys.stderr)
         return
-    print(f"bench: missing {what}; installing the bench extra", file=sys.stderr, flush=True)
+    print(
+        f"bench: missing {what}; installing the bench and server extras",
+        file=sys.stderr,
+        flush=True,
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[bench]"],
+        [sys.executable, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[bench,server]"],
         check=True,
     )
     importlib.invalidate_caches()

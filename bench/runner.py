@@ -67,7 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="environment of the `legato worker` processes, e.g. LEGATO_POLL_INTERVAL=0.05",
+        help="environment of the `legato worker` processes (and of W5's `legato serve` on "
+        "PostgreSQL), e.g. LEGATO_POLL_INTERVAL=0.05",
     )
     p.add_argument("--no-install", action="store_true", help="do not pip install the extra")
     return p.parse_args(argv)

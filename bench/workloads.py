@@ -7,6 +7,7 @@ Each returns a flat dict of metrics (times in ms, rates per second). Sizes come 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +30,10 @@ SMOKE: dict[str, dict[str, Any]] = {
     "w4": {"runs": 20, "seconds": 0.5},
     "w5": {"samples": 3},
 }
+
+W5_GAP_S = 0.5
+"""Upper bound of the random pause before each W5 event (two worker poll intervals)."""
+W5_SEED = 5
 
 TITLES = {
     "w1": "W1 sequential",
@@ -172,12 +177,19 @@ async def w4_timers(engine: BenchEngine, runs: int, seconds: float) -> dict[str,
 
 
 async def w5_trigger(engine: BenchEngine, samples: int) -> dict[str, Any]:
-    """W5: from an event accepted by the engine's API to its first step started."""
+    """W5: from an event accepted by the engine's API to its first step started.
+
+    One event at a time; before each, a random pause (uniform in ``[0, W5_GAP_S)``, from a
+    fixed seed) so that events arrive at any moment of a polling worker's cycle, as real
+    events do, instead of right after the previous run ended (which would put every
+    sample at the same point of the cycle)."""
     await engine.prepare("trigger", 1)
     warm = await engine.wait(await engine.trigger(1))  # NotApplicable propagates
     _check([warm], "warm-up trigger")
+    gaps = random.Random(W5_SEED)
     out: list[float] = []
     for _ in range(samples):
+        await asyncio.sleep(gaps.uniform(0.0, W5_GAP_S))
         t_call = time.time()
         finished = await engine.wait(await engine.trigger(1))
         _check([finished], "trigger run")

@@ -25,7 +25,7 @@ from typing import Any
 
 
 class NotApplicable(Exception):
-    """This engine cannot run this workload (yet); the message says why, e.g. 'needs the API'."""
+    """This engine cannot run this workload (yet); the message says why."""
 
 
 @dataclass(slots=True)
@@ -75,10 +75,9 @@ class BenchEngine:
         raise NotImplementedError
 
     async def trigger(self, arg: float) -> Any:
-        """Start a ``trigger`` run from an event accepted by the engine's API (W5).
-
-        Plug Legato's HTTP API in here once it exists: post the event, return a handle
-        whose :meth:`wait` reports the mark (the first step's start)."""
+        """Start a ``trigger`` run from an event accepted by the engine's API (W5): send
+        the event, return a handle whose :meth:`wait` reports the mark (the first step's
+        start). Legato posts a CloudEvent to ``legato serve`` (``legato_api.py``)."""
         raise NotApplicable("n/a")
 
     def durability(self) -> str:

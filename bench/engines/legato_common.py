@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 
 MARK_STEP = "mark"
-NEEDS_API = "n/a (needs the API)"
+EVENT_TYPE = "bench.trigger"
+"""The CloudEvents ``type`` that starts the ``trigger`` shape (W5)."""
 
 
 def definition(shape: str, arg: float) -> dict[str, Any]:
@@ -50,6 +51,7 @@ def definition(shape: str, arg: float) -> dict[str, Any]:
     if shape == "trigger":
         return {
             "name": "bench_trigger",
+            "trigger": {"type": "event", "event_name": EVENT_TYPE},
             "start_at": MARK_STEP,
             "states": {MARK_STEP: {"type": "task", "action": "noop", "end": True}},
         }

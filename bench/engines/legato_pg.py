@@ -5,6 +5,11 @@ starter opens it with ``Engine.open(url, worker=False)`` (which migrates the sch
 deploys the definitions and starts runs; the worker processes claim and execute the work.
 The starter learns that runs ended by polling their status (every ``POLL_S``), as any
 client of a remote worker pool does.
+
+W5 (trigger) goes through Legato's HTTP API: on its first ``prepare("trigger")`` this
+starts ``legato serve --no-worker`` on the same database (the API process starts runs;
+the ``legato worker`` processes execute them, as in the other workloads) and posts events
+to it over loopback HTTP (:mod:`bench.engines.legato_api`).
 """
 
 from __future__ import annotations
@@ -15,29 +20,23 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.engines.base import BenchEngine, Finished, NotApplicable, pg_backends_cpu_seconds
-from bench.engines.legato_common import NEEDS_API, load, mark_of
+from bench.engines.base import BenchEngine, Finished, pg_backends_cpu_seconds
+from bench.engines.legato_api import (
+    ApiRun,
+    ApiServer,
+    default_sigint,
+    legato_command,
+    require_server_extra,
+)
+from bench.engines.legato_common import load, mark_of
 
 POLL_S = 0.01
 TERMINAL = ("completed", "failed", "cancelled", "compensation_failed")
-
-
-def legato_command() -> list[str]:
-    beside = Path(sys.executable).parent / "legato"
-    if beside.is_file():
-        return [str(beside)]
-    found = shutil.which("legato")
-    return [found] if found else [sys.executable, "-m", "legato.cli"]
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class _Poller:
@@ -114,15 +113,14 @@ class _LegatoPg(BenchEngine):
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=log,
-                    # a harness started in the background (nohup ... &) ignores SIGINT,
-                    # and children inherit that: give the worker Ctrl-C back
-                    preexec_fn=_default_sigint,
+                    preexec_fn=default_sigint,
                 )
             )
         await self._await_workers()
         self._poller = _Poller(self.url)
         await self._poller.start()
         self._names: dict[tuple[str, float], str] = {}
+        self._api: ApiServer | None = None
 
     async def _await_workers(self) -> None:
         import psycopg
@@ -146,6 +144,9 @@ class _LegatoPg(BenchEngine):
         from bench.pg import drop_database
 
         try:
+            if self._api is not None:
+                with contextlib.suppress(Exception):
+                    await self._api.stop()
             with contextlib.suppress(Exception):
                 await self._poller.stop()
             for proc in self._procs:
@@ -165,6 +166,10 @@ class _LegatoPg(BenchEngine):
             await asyncio.to_thread(drop_database, self._db)
 
     async def prepare(self, shape: str, arg: float) -> None:
+        if shape == "trigger":
+            await self._start_api()
+            await self._api_server().deploy(shape, arg)
+            return
         name, _version = await self.engine.deploy(load(shape, arg))
         self._names[(shape, arg)] = name
 
@@ -172,6 +177,8 @@ class _LegatoPg(BenchEngine):
         return (shape, await self.engine.start(self._names[(shape, arg)], None))
 
     async def wait(self, handle: Any) -> Finished:
+        if isinstance(handle, ApiRun):
+            return await self._api_server().wait(handle)
         shape, run_id = handle
         status, done_at = await self._poller.wait(run_id)
         mark = None
@@ -189,10 +196,28 @@ class _LegatoPg(BenchEngine):
         )
 
     async def trigger(self, arg: float) -> Any:
-        raise NotApplicable(NEEDS_API)
+        """POST one CloudEvent to ``legato serve``; the execution it started."""
+        return await self._api_server().publish()
+
+    async def _start_api(self) -> None:
+        if self._api is not None:
+            return
+        require_server_extra()
+        # the same environment as the workers; no worker in the API process
+        env = {str(k): str(v) for k, v in (self.options.get("legato_env") or {}).items()}
+        self._api = ApiServer(self.url, worker=False, env=env)
+        await self._api.start()
+
+    def _api_server(self) -> ApiServer:
+        if self._api is None:
+            raise RuntimeError("prepare('trigger', ...) starts the API; call it first")
+        return self._api
 
     def child_pids(self) -> dict[str, int]:
-        return {f"worker-{i + 1}": p.pid for i, p in enumerate(self._procs)}
+        pids = {f"worker-{i + 1}": p.pid for i, p in enumerate(self._procs)}
+        if self._api is not None and self._api.proc is not None:
+            pids["legato-serve"] = self._api.proc.pid
+        return pids
 
     def cpu_seconds(self) -> dict[str, float]:
         return super().cpu_seconds() | {"postgres": pg_backends_cpu_seconds(self._db)}
