@@ -920,3 +920,23 @@ async def test_fail_ends_the_run_failed_with_its_error_and_cause(
     assert step(result, "stop")["status"] == "failed"
     assert step(result, "never")["status"] == "skipped"
     await check_history(engine, result.run_id)
+
+
+async def test_start_by_name_runs_the_newest_version_even_one_another_engine_deployed(
+    engine: Engine, db_path: str
+) -> None:
+    def version(v: str, greeting: str) -> Definition:
+        return wf(
+            "greeter",
+            {"say": {"type": "task", "action": "set", "input": {"said": greeting}, "end": True}},
+            version=v,
+        )
+
+    await engine.deploy(version("1", "hello"))
+    first = await engine.wait(await engine.start("greeter"), timeout=WAIT)
+    assert (first.version, step(first, "say")["output"]) == ("1", {"said": "hello"})
+    # Another process deploys version 2: this engine still knows version 1 as the newest.
+    async with Engine.open(db_path, worker=False) as other:
+        await other.deploy(version("2", "bonjour"))
+    second = await engine.wait(await engine.start("greeter"), timeout=WAIT)
+    assert (second.version, step(second, "say")["output"]) == ("2", {"said": "bonjour"})

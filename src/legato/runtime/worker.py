@@ -48,7 +48,8 @@ from legato.runtime.advance import Advanced, advance
 from legato.runtime.clock import Clock, SystemClock
 from legato.runtime.services import ServiceSteps
 from legato.store import Scope, SqlStore
-from legato.store.records import NewWork, RunCommit, WorkItem
+from legato.store.records import NewWork, RunCommit, StaleVersionError, WorkItem
+from legato.store.work import BOOKKEEPING
 
 log = logging.getLogger("legato.worker")
 
@@ -86,6 +87,17 @@ class Programs:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
         self._cache: dict[tuple[Scope, str, str], Program] = {}
+        # the newest version seen per workflow: a hint, checked when a run is created
+        self._latest: dict[tuple[Scope, str], str] = {}
+
+    def latest_hint(self, scope: Scope, name: str) -> str | None:
+        return self._latest.get((scope, name))
+
+    async def latest(self, scope: Scope, name: str) -> str:
+        """The newest stored version, read now (and remembered as the hint)."""
+        version = await self._store.latest_version(scope, name)
+        self._latest[(scope, name)] = version
+        return version
 
     def put(self, scope: Scope, definition: Definition, version: str) -> Program:
         program = compile_definition(definition)
@@ -136,6 +148,7 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._wake_at = 0.0  # when the claim loop will look next by itself (0: looking)
+        self._saturated = False  # the claim loop waits for a free slot
         self._loops: list[asyncio.Task[Any]] = []
         self._listeners: list[CommitListener] = []
         self._stopping = False
@@ -249,33 +262,46 @@ class Worker:
             self._wake.set()
 
     async def _claim_loop(self) -> None:
+        batch = self.options.batch_size
         while not self._stopping:
             self._wake_at = 0.0  # looking now: anything due wakes us again after this
             self._wake.clear()
-            free = self.options.concurrency - len(self._inflight)
+            busy = sum(1 for item in self._inflight.values() if item.kind not in BOOKKEEPING)
+            limit = min(max(0, self.options.concurrency - busy), batch)
+            self._saturated = limit == 0
             items: list[WorkItem] = []
-            if free > 0:
-                try:
-                    items = await self.store.claim_due(
-                        self.owner,
-                        now=self.clock.now().timestamp(),
-                        limit=min(free, self.options.batch_size),
-                        lease_seconds=self.options.lease_seconds,
-                    )
-                except StoreError as exc:
-                    log.warning("claiming work failed; trying again", extra={"error": str(exc)})
+            nxt: float | None = None
+            try:
+                # Timers, cancels and child notices only record an event: they are
+                # claimed beside the concurrency limit, so a busy worker fires on time.
+                items, nxt = await self.store.claim_round(
+                    self.owner,
+                    now=self.clock.now().timestamp(),
+                    limit=limit,
+                    bookkeeping_limit=batch,
+                    lease_seconds=self.options.lease_seconds,
+                )
+            except StoreError as exc:
+                log.warning("claiming work failed; trying again", extra={"error": str(exc)})
             for item in items:
                 self.dispatch(item)
-            if items and len(items) >= min(free, self.options.batch_size):
-                continue
+            bookkeeping = sum(1 for item in items if item.kind in BOOKKEEPING)
+            if bookkeeping >= batch or (limit and len(items) - bookkeeping >= limit):
+                continue  # there may be more due now
+            now = self.clock.now().timestamp()
             timeout = self.options.poll_interval
-            with contextlib.suppress(StoreError):
-                nxt = await self.store.next_visible_at()
-                if nxt is not None:
-                    timeout = max(0.0, min(timeout, nxt - self.clock.now().timestamp()))
-            self._wake_at = self.clock.now().timestamp() + timeout
+            if nxt is not None and (nxt > now or not self._saturated):
+                # (saturated with steps due: a freed slot wakes us, see _released)
+                timeout = max(0.0, min(timeout, nxt - now))
+            self._wake_at = now + timeout
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _released(self) -> None:
+        """Work left ``_inflight``: if the claim loop waits for a free slot, wake it."""
+        if self._saturated:
+            self._saturated = False
+            self._wake.set()
 
     def dispatch(self, item: WorkItem) -> None:
         if item.id in self._inflight:
@@ -292,18 +318,23 @@ class Worker:
 
     async def _execute(self, item: WorkItem) -> None:
         try:
-            async with self._slots:
+            if item.kind in BOOKKEEPING:  # records an event, runs nothing: no slot
                 outcome = await self._outcome_for(item)
+            else:
+                async with self._slots:
+                    outcome = await self._outcome_for(item)
             if outcome is not None:
                 await self._queue.put(outcome)
             else:
                 self._inflight.pop(item.id, None)
+                self._released()
         except asyncio.CancelledError:
             self._inflight.pop(item.id, None)
             raise
         except Exception:
             log.exception("work item failed unexpectedly", extra={"item": item.key})
             self._inflight.pop(item.id, None)
+            self._released()
 
     async def _outcome_for(self, item: WorkItem) -> _Outcome | None:
         done = [(item.id, item.fence)]
@@ -374,9 +405,8 @@ class Worker:
         try:
             event: ev.Event
             if p.get("action"):
-                output = await asyncio.wait_for(
-                    self.activities.invoke(p["action"], p.get("input"), ctx), timeout
-                )
+                async with asyncio.timeout(timeout):  # inline: no task per step
+                    output = await self.activities.invoke(p["action"], p.get("input"), ctx)
                 event = ev.StepCompleted(
                     at=self.clock.now(),
                     path=p["path"],
@@ -439,7 +469,8 @@ class Worker:
         task = self.services.task(
             p, scope=item.scope, run_id=item.run_id, workflow=state.workflow, timeout=timeout
         )
-        kind, result = await asyncio.wait_for(self.services.run(p, task, item.scope), timeout)
+        async with asyncio.timeout(timeout):
+            kind, result = await self.services.run(p, task, item.scope)
         if kind == "accepted":
             extra: list[NewWork] = []
             interval = self.services.poll_interval(task.service)
@@ -662,6 +693,7 @@ class Worker:
         for o in outcomes:
             for work_id, _ in o.done:
                 self._inflight.pop(work_id, None)
+        self._released()
 
     async def _retry(self, outcomes: list[_Outcome]) -> None:
         for o in outcomes:
@@ -742,8 +774,11 @@ async def start_run(
 
     Returns the engine's result and the work rows inserted already leased to
     ``lease_owner`` (a local worker dispatches them at once, without polling)."""
+    latest_only = version is None
     if version is None:
-        version = await store.latest_version(scope, workflow)
+        # The newest version this process has seen; the creation checks it is still the
+        # newest, in its transaction, and we read it again if another process deployed.
+        version = programs.latest_hint(scope, workflow) or await programs.latest(scope, workflow)
     program = await programs.get(scope, workflow, version)
     started = ev.RunStarted(
         at=now,
@@ -758,16 +793,35 @@ async def start_run(
     )
     adv = advance(program, None, [started], now)
     work = adv.new_work(now.timestamp(), lease_owner=lease_owner, lease_seconds=lease_seconds)
-    record = await store.create_run(
-        scope,
-        run_id=run_id,
-        workflow=workflow,
-        workflow_version=version,
-        status=str(adv.state.status),
-        snapshot=adv.state.to_dict(),
-        events=adv.new_events(),
-        work=work,
-        parent_run_id=parent_run_id,
-        now=now,
-    )
+    try:
+        record = await store.create_run(
+            scope,
+            run_id=run_id,
+            workflow=workflow,
+            workflow_version=version,
+            status=str(adv.state.status),
+            snapshot=adv.state.to_dict(),
+            events=adv.new_events(),
+            work=work,
+            parent_run_id=parent_run_id,
+            now=now,
+            latest_only=latest_only,
+        )
+    except StaleVersionError:
+        await programs.latest(scope, workflow)
+        return await start_run(
+            store,
+            programs,
+            scope,
+            workflow=workflow,
+            version=None,
+            input=input,
+            run_id=run_id,
+            now=now,
+            parent_run_id=parent_run_id,
+            parent_path=parent_path,
+            lease_owner=lease_owner,
+            lease_seconds=lease_seconds,
+            suspended=suspended,
+        )
     return adv, list(record.leased_work)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from legato.errors import UsageError
+from legato.errors import ConflictError, UsageError
 from legato.store._codec import require_aware
 from legato.store.scope import Scope
 
@@ -204,3 +204,7 @@ class CommitResult:
     last_seq: int | None
     reason: str | None = None
     leased: tuple[WorkItem, ...] = ()
+
+
+class StaleVersionError(ConflictError):
+    """``create_run(latest_only=True)`` found a newer version than the one asked for."""

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from legato.errors import ConflictError, LegatoError, NotFoundError, StoreError, UsageError
 from legato.store import _raw
+from legato.store import definitions as definition_queries
 from legato.store import work as work_queries
 from legato.store._codec import (
     dumps,
@@ -35,6 +36,7 @@ from legato.store.records import (
     NewWork,
     RunCommit,
     RunRecord,
+    StaleVersionError,
     WorkItem,
 )
 from legato.store.schema import events, runs
@@ -162,6 +164,7 @@ def create_run(
     work: Sequence[NewWork] = (),
     parent_run_id: str | None = None,
     now: datetime,
+    latest_only: bool = False,
 ) -> RunRecord:
     now_text = ts(now, what="now")
     snapshot_text = dumps_snapshot(snapshot)
@@ -182,6 +185,14 @@ def create_run(
         now_text,
         None,
     )
+    if latest_only:
+        newest = definition_queries.latest_version(conn, scope, workflow)
+        if newest != workflow_version:
+            raise StaleVersionError(
+                f"workflow {workflow!r} has a newer version {newest!r} than "
+                f"{workflow_version!r}; start it again",
+                details={"workflow": workflow, "version": workflow_version, "newest": newest},
+            )
     cur = _raw.cursor(conn)
     cur.execute(_raw.sql(conn, _INSERT_RUN), values)
     if cur.rowcount != 1:

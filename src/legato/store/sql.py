@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -44,6 +43,7 @@ from legato.store.records import (
     WorkItem,
 )
 from legato.store.scope import Scope
+from legato.store.threads import LATER, URGENT, StoreThreads
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -69,9 +69,9 @@ class SqlStore:
     """The store.  Open it with ``await SqlStore.open(url)``; close it with ``close()``
     or use it as ``async with await SqlStore.open(url) as store: ...``."""
 
-    def __init__(self, engine: sa.Engine, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, engine: sa.Engine, threads: StoreThreads) -> None:
         self._engine = engine
-        self._executor = executor
+        self._threads = threads
         self._closed = False
         self._sqlite = engine.dialect.name == "sqlite"
         self._held: sa.Connection | None = None  # SQLite: the store thread's connection
@@ -102,8 +102,7 @@ class SqlStore:
         sqlite = resolved.get_backend_name() == "sqlite"
         size = 1 if sqlite else max(1, threads or DEFAULT_POSTGRES_THREADS)
         engine = create_engine(resolved, sqlite_synchronous=sqlite_synchronous, pool_size=size)
-        executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="legato-store")
-        store = cls(engine, executor)
+        store = cls(engine, StoreThreads(size, "legato-store"))
         try:
             await store._call(_prepare_schema, engine, migrate)
         except BaseException:
@@ -126,8 +125,8 @@ class SqlStore:
             return
         self._closed = True
         if self._held is not None:  # closed on the thread that uses it
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._release)
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+            await asyncio.wrap_future(self._threads.submit(self._release))
+        await asyncio.to_thread(self._threads.shutdown)
         await asyncio.to_thread(self._engine.dispose)
 
     def _release(self) -> None:
@@ -149,10 +148,12 @@ class SqlStore:
     # -- running transactions on the store's thread ---------------------------------------
 
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._on_thread(URGENT, functools.partial(fn, *args, **kwargs))
+
+    async def _on_thread(self, priority: int, fn: Callable[[], T]) -> T:
         if self._closed:
             raise UsageError("the store is closed; open a new one with SqlStore.open()")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        return await asyncio.wrap_future(self._threads.submit(fn, priority))
 
     def _transaction(self, read_only: bool, work: Callable[[sa.Connection], T]) -> T:
         if self._sqlite:
@@ -249,10 +250,13 @@ class SqlStore:
         work: Sequence[NewWork] = (),
         parent_run_id: str | None = None,
         now: datetime,
+        latest_only: bool = False,
     ) -> RunRecord:
         """Insert the run (version 1), its first events (seq 1..n, chained from GENESIS)
         and its first work, in one transaction.  ConflictError if ``run_id`` is taken.
         Work inserted already leased is returned in ``RunRecord.leased_work``.
+        With ``latest_only``, ``workflow_version`` must still be the newest stored version
+        of ``workflow`` (else StaleVersionError, and nothing is written).
 
         Runs created concurrently share a transaction (group commit), each succeeding
         or conflicting alone."""
@@ -268,11 +272,19 @@ class SqlStore:
                 "work": work,
                 "parent_run_id": parent_run_id,
                 "now": now,
+                "latest_only": latest_only,
             }
         )
 
     async def _create_runs(self, requests: list[dict[str, Any]]) -> list[RunRecord | LegatoError]:
-        return await self._write(run_queries.create_runs, requests)
+        # after the worker's commits and claims (store/threads.py): finish what runs
+        # before starting more
+        return await self._on_thread(
+            LATER,
+            functools.partial(
+                self._transaction, False, lambda conn: run_queries.create_runs(conn, requests)
+            ),
+        )
 
     async def get_run(self, scope: Scope, run_id: str) -> RunRecord:
         """The run with its snapshot; NotFoundError if it is not in this scope."""
@@ -345,6 +357,27 @@ class SqlStore:
             limit=limit,
             lease_seconds=lease_seconds,
             kinds=kinds,
+        )
+
+    async def claim_round(
+        self,
+        owner: str,
+        *,
+        now: float,
+        limit: int,
+        bookkeeping_limit: int,
+        lease_seconds: float,
+    ) -> tuple[list[WorkItem], float | None]:
+        """A worker's claim: up to ``bookkeeping_limit`` due timers, cancels and child
+        notices (they only record an event), up to ``limit`` other rows, and when the
+        next row becomes claimable, in one transaction."""
+        return await self._write(
+            work_queries.claim_round,
+            owner,
+            now=now,
+            limit=limit,
+            bookkeeping_limit=bookkeeping_limit,
+            lease_seconds=lease_seconds,
         )
 
     async def extend_leases(

@@ -189,10 +189,13 @@ def claim_due(
     limit: int,
     lease_seconds: float,
     kinds: tuple[str, ...] | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> list[WorkItem]:
     if limit <= 0 or (kinds is not None and not kinds):
         return []
     kind_filter = "" if kinds is None else f" AND kind IN ({_raw.marks(len(kinds))})"
+    if exclude:
+        kind_filter += f" AND kind NOT IN ({_raw.marks(len(exclude))})"
     # Rows another worker is claiming right now are skipped, not waited for, on
     # PostgreSQL.  (On SQLite the transaction's BEGIN IMMEDIATE already excludes other
     # writers.)
@@ -204,10 +207,38 @@ def claim_due(
         f"ORDER BY visible_at, id LIMIT ?{lock}) RETURNING {_COLS}"
     )
     cur = _raw.cursor(conn)
-    cur.execute(_raw.sql(conn, text), (owner, now + lease_seconds, now, now, *(kinds or ()), limit))
+    params = (owner, now + lease_seconds, now, now, *(kinds or ()), *exclude, limit)
+    cur.execute(_raw.sql(conn, text), params)
     items = [work_item(row) for row in cur.fetchall()]
     items.sort(key=lambda item: (item.visible_at, item.id))
     return items
+
+
+BOOKKEEPING = ("timer", "cancel", "child_done")
+"""Work kinds that only record an event (no step runs): a worker claims them beside its
+concurrency limit."""
+
+
+def claim_round(
+    conn: sa.Connection,
+    owner: str,
+    *,
+    now: float,
+    limit: int,
+    bookkeeping_limit: int,
+    lease_seconds: float,
+) -> tuple[list[WorkItem], float | None]:
+    """One claim loop's round in one transaction: up to ``bookkeeping_limit`` due rows of
+    the BOOKKEEPING kinds, up to ``limit`` of the others, and when the next row becomes
+    claimable after those (``next_visible_at``)."""
+    items = claim_due(
+        conn, owner, now=now, limit=bookkeeping_limit, lease_seconds=lease_seconds,
+        kinds=BOOKKEEPING,
+    )  # fmt: skip
+    items += claim_due(
+        conn, owner, now=now, limit=limit, lease_seconds=lease_seconds, exclude=BOOKKEEPING
+    )
+    return items, next_visible_at(conn)
 
 
 def extend_leases(
