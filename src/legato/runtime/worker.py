@@ -174,6 +174,8 @@ class Worker:
             asyncio.create_task(self._claim_loop(), name="legato-claim"),
             asyncio.create_task(self._commit_loop(), name="legato-commit"),
             asyncio.create_task(self._heartbeat_loop(), name="legato-heartbeat"),
+            # PostgreSQL: work inserted by other processes wakes the claim loop at once
+            asyncio.create_task(self.store.listen_for_work(self.wake), name="legato-listen"),
         ]
 
     async def stop(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -63,6 +64,9 @@ def _prepare_schema(engine: sa.Engine, migrate: bool) -> None:
             migrations.upgrade(engine)
         else:
             migrations.check(engine)
+
+
+log = logging.getLogger("legato.store")
 
 
 class SqlStore:
@@ -336,6 +340,31 @@ class SqlStore:
         """Infrastructure (recovery), across tenants: (scope, run id) of runs in these
         statuses, least recently updated first."""
         return await self._read(run_queries.runs_with_status, statuses, limit)
+
+    # -- work notices (PostgreSQL) ----------------------------------------------------------
+
+    async def listen_for_work(self, wake: Callable[[], None]) -> None:
+        """PostgreSQL: call ``wake`` whenever a transaction inserts work that others may
+        claim (``NOTIFY legato_work``), until cancelled; reconnects after errors.
+        SQLite: returns at once (workers there poll)."""
+        if self.dialect != "postgresql":
+            return
+        import psycopg
+
+        url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {work_queries.WORK_CHANNEL}")
+                    wake()  # anything inserted while we were not listening
+                    async for _notice in conn.notifies():
+                        wake()
+            except psycopg.Error as exc:
+                log.warning(
+                    "listening for work notices failed; polling until it reconnects",
+                    extra={"error": str(exc)},
+                )
+                await asyncio.sleep(1.0)
 
     # -- due work (worker infrastructure: not scoped by tenant) -----------------------------
 

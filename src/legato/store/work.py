@@ -133,6 +133,10 @@ def insert_work(
     leased = [_values(row) for row in rows if row["lease_owner"] is not None]
     if plain:
         cur.executemany(_raw.sql(conn, _INSERT_WORK), plain)
+        if _raw.is_pg(conn):
+            # Workers LISTEN: they claim it at once instead of at their next poll. The
+            # notice goes out when (and only if) this transaction commits.
+            cur.execute(f"NOTIFY {WORK_CHANNEL}")
     items: list[WorkItem] = []
     for part in _raw.chunks(leased):
         row_marks = f"({_raw.marks(len(_INSERT_COLUMNS))})"
@@ -151,6 +155,10 @@ _INSERT_WORK = (
     f"VALUES ({_raw.marks(len(_INSERT_COLUMNS))}) "
     "ON CONFLICT (run_id, kind, key, attempt) DO NOTHING"
 )
+
+
+WORK_CHANNEL = "legato_work"
+"""PostgreSQL: the channel notified when claimable work is inserted."""
 
 
 def _values(row: dict[str, Any]) -> tuple[Any, ...]:
