@@ -69,6 +69,7 @@ ENGINE_ALLOWED = frozenset(
         "hashlib",  # callback tokens: a digest is pure computation
         "hmac",  # compare_digest for callback tokens
         "json",
+        "operator",  # attrgetter for snapshots: pure functions on values
         "typing",
     }
 )

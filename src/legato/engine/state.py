@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,13 +164,13 @@ class RunState:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view. Shallow: serialise it before changing the state again."""
-        data = {name: getattr(self, name) for name in _RUN_FIELDS}
+        data = dict(zip(_RUN_FIELDS, _RUN_VALUES(self), strict=True))
         # lists, not objects: insertion order is meaningful and JSON encoders may sort keys
         data["frames"] = [
-            {name: getattr(v, name) for name in _FRAME_FIELDS} for v in self.frames.values()
+            dict(zip(_FRAME_FIELDS, _FRAME_VALUES(v), strict=True)) for v in self.frames.values()
         ]
         data["steps"] = [
-            {name: getattr(v, name) for name in _STEP_FIELDS} for v in self.steps.values()
+            dict(zip(_STEP_FIELDS, _STEP_VALUES(v), strict=True)) for v in self.steps.values()
         ]
         data["pending"] = list(self.pending)
         data["status"] = str(self.status)
@@ -187,3 +188,7 @@ class RunState:
 _RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunState))
 _FRAME_FIELDS = tuple(f.name for f in dataclasses.fields(Frame))
 _STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))
+# to_dict runs at every commit: one C-level getter per class instead of a getattr per field
+_RUN_VALUES = operator.attrgetter(*_RUN_FIELDS)
+_FRAME_VALUES = operator.attrgetter(*_FRAME_FIELDS)
+_STEP_VALUES = operator.attrgetter(*_STEP_FIELDS)

@@ -153,6 +153,8 @@ class Engine:
         # (scope, run_id) -> futures woken with the run's state when it commits; shared
         # with for_scope views
         self._waiters: dict[tuple[Scope, str], list[asyncio.Future[Any]]] = {}
+        # (scope, run_id) -> futures of `wait`, woken only when the run ends
+        self._enders: dict[tuple[Scope, str], list[asyncio.Future[Any]]] = {}
         if self.worker is not None:
             self.worker.add_listener(self._on_commit)
         self._open = False
@@ -223,10 +225,11 @@ class Engine:
         self._open = False
         if self.worker is not None:
             await self.worker.stop()
-        for futures in self._waiters.values():
-            for fut in futures:
-                if not fut.done():
-                    fut.cancel()
+        for waiting in (self._waiters, self._enders):
+            for futures in waiting.values():
+                for fut in futures:
+                    if not fut.done():
+                        fut.cancel()
 
     def _check_open(self) -> None:
         if not self._open:
@@ -369,7 +372,7 @@ class Engine:
         """Wait until the run ends (completed, failed, cancelled or compensation_failed).
 
         A run this process executes wakes the waiter when it ends, without a read (and
-        is looked at again every 5 s in case another worker took it over); a run
+        is looked at again every 2 s in case another worker took it over); a run
         executed elsewhere is looked at again every second."""
         self._check_open()
         loop = asyncio.get_running_loop()
@@ -382,8 +385,8 @@ class Engine:
                 return result
         while True:
             fut: asyncio.Future[RunResult | None] = loop.create_future()
-            self._waiters.setdefault(key, []).append(fut)
-            wait_for = 5.0 if here else 1.0
+            self._enders.setdefault(key, []).append(fut)
+            wait_for = 2.0 if here else 1.0
             if deadline is not None:
                 wait_for = min(wait_for, deadline - loop.time())
             got: RunResult | None = None
@@ -395,11 +398,11 @@ class Engine:
             except TimeoutError:
                 timed_out = True
             finally:
-                futures = self._waiters.get(key, [])
+                futures = self._enders.get(key, [])
                 if fut in futures:
                     futures.remove(fut)
                 if not futures:
-                    self._waiters.pop(key, None)
+                    self._enders.pop(key, None)
             if got is not None:
                 return got
             if timed_out:
@@ -429,17 +432,16 @@ class Engine:
                 await asyncio.wait_for(fut, interval)
 
     def _on_commit(self, scope: Scope, run_id: str, state: RunState, program: Program) -> None:
-        futures = self._waiters.pop((scope, run_id), [])
-        if not futures:
+        key = (scope, run_id)
+        for fut in self._waiters.pop(key, ()):  # watchers: something changed, look
+            if not fut.done():
+                fut.set_result(None)
+        if not state.finished or key not in self._enders:
             return
-        # Waiters get the result of a run that ended, built now: the worker changes its
-        # cached state in place for the next commit. Watchers just get woken (None).
-        result = (
-            _result_of(program, state, str(state.status), self.clock.now())
-            if state.finished
-            else None
-        )
-        for fut in futures:
+        # The result of the run that ended, built now: the worker changes its cached
+        # state in place for the next commit.
+        result = _result_of(program, state, str(state.status), self.clock.now())
+        for fut in self._enders.pop(key):
             if not fut.done():
                 fut.set_result(result)
 
