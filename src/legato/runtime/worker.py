@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -147,7 +148,9 @@ class Worker:
         self._inflight: dict[int, WorkItem] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
-        self._wake_at = 0.0  # when the claim loop will look next by itself (0: looking)
+        # when the claim loop will look next by itself; infinite while it is looking, so
+        # that anything due meanwhile makes it look again
+        self._wake_at = math.inf
         self._saturated = False  # the claim loop waits for a free slot
         self._loops: list[asyncio.Task[Any]] = []
         self._listeners: list[CommitListener] = []
@@ -266,7 +269,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         batch = self.options.batch_size
         while not self._stopping:
-            self._wake_at = 0.0  # looking now: anything due wakes us again after this
+            self._wake_at = math.inf  # looking now: anything due wakes us again after this
             self._wake.clear()
             busy = sum(1 for item in self._inflight.values() if item.kind not in BOOKKEEPING)
             limit = min(max(0, self.options.concurrency - busy), batch)
