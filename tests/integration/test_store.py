@@ -353,15 +353,18 @@ async def test_runs_created_together_share_a_transaction_and_fail_alone(store: S
         *(new_run(store, A, f"batch-{i}") for i in range(20)),
         new_run(store, A, "taken"),
         new_run(store, A, "naive", now=datetime(2024, 1, 1)),  # naive on purpose
+        new_run(store, A, "unusable", work=[step("a", payload={"not json": object()})]),
         return_exceptions=True,
     )
     assert results[:20] == [f"batch-{i}" for i in range(20)]
     assert isinstance(results[20], ConflictError)
     assert isinstance(results[21], UsageError)
+    assert isinstance(results[22], UsageError)
     for i in range(20):
         assert await store.verify_run(A, f"batch-{i}") is None
-    with pytest.raises(NotFoundError):
-        await store.get_run(A, "naive")
+    for refused in ("naive", "unusable"):  # nothing of a refused run was written
+        with pytest.raises(NotFoundError):
+            await store.get_run(A, refused)
 
 
 async def test_run_without_events_starts_at_genesis(store: SqlStore) -> None:

@@ -677,10 +677,11 @@ class Worker:
                     listener(key[0], key[1], adv.state, cached.program)
                 for item in result.leased:
                     self.dispatch(item)
-                if len(result.leased) < len(commit.add_work):
-                    # timers, retries, work for other runs: wake the claim loop if it
-                    # would look too late
-                    self.due(min(w.visible_at for w in commit.add_work if w.lease_owner is None))
+                # timers, retries, work for other runs: wake the claim loop if it would
+                # look too late (a leased row already there is not re-inserted: skip it)
+                waiting = [w.visible_at for w in commit.add_work if w.lease_owner is None]
+                if waiting:
+                    self.due(min(waiting))
                 continue
             self._states.pop(key, None)
             if result.reason == "lease":

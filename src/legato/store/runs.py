@@ -193,6 +193,9 @@ def create_run(
                 f"{workflow_version!r}; start it again",
                 details={"workflow": workflow, "version": workflow_version, "newest": newest},
             )
+    # Everything that can refuse this run is done before its first write: create_runs
+    # relies on it to refuse one run of a group without a SAVEPOINT.
+    work_rows = [work_queries.work_row(scope, run_id, item, now_text) for item in work]
     cur = _raw.cursor(conn)
     cur.execute(_raw.sql(conn, _INSERT_RUN), values)
     if cur.rowcount != 1:
@@ -203,9 +206,7 @@ def create_run(
     if event_rows:
         cur.executemany(_raw.sql(conn, _INSERT_EVENT_TEXT), event_rows)
     leased = work_queries.insert_work(
-        conn,
-        [work_queries.work_row(scope, run_id, item, now_text) for item in work],
-        known_runs={(scope.tenant_id, scope.environment_id, run_id)},
+        conn, work_rows, known_runs={(scope.tenant_id, scope.environment_id, run_id)}
     )
     return RunRecord(
         scope=scope,
@@ -229,13 +230,14 @@ def create_runs(
     conn: sa.Connection, requests: Sequence[dict[str, Any]]
 ) -> list[RunRecord | LegatoError]:
     """``create_run`` for each request (its keyword arguments) in this one transaction.
-    A run whose id is taken, or whose values are unusable, gets its error in the list and
-    the others are created: both are found before anything of that run is written."""
+    A run whose id is taken, whose values are unusable or whose version is no longer the
+    newest gets its error in the list and the others are created: each is found before
+    anything of that run is written."""
     out: list[RunRecord | LegatoError] = []
     for request in requests:
         try:
             out.append(create_run(conn, **request))
-        except (ConflictError, UsageError) as exc:
+        except (ConflictError, UsageError, NotFoundError) as exc:
             out.append(exc)
     return out
 
