@@ -109,24 +109,16 @@ async def list_definitions(
     ] = None,
 ) -> dict[str, Any]:
     """Newest first. Page with `limit` and `offset`, or follow `next_cursor`."""
-    engine = caller.engine
-    records = await engine.store.list_workflows(
-        engine.scope,
+    return await service.workflow_page(
+        caller.engine,
+        summary=service.definition_summary,
         enabled=enabled,
         name=name,
         trigger_type=trigger_type,
-        after=service.decode_cursor(cursor),
-        limit=limit + 1,
+        limit=limit,
         offset=offset,
+        cursor=cursor,
     )
-    more = len(records) > limit
-    records = records[:limit]
-    return {
-        "items": [service.definition_summary(r) for r in records],
-        "limit": limit,
-        "offset": offset,
-        "next_cursor": service.encode_cursor(records[-1].position) if more and records else None,
-    }
 
 
 @router.get(

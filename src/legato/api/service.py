@@ -14,7 +14,7 @@ import binascii
 import json
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -266,6 +266,38 @@ async def trigger(
         suspended=suspended,
     )
     return run_id, record
+
+
+async def workflow_page(
+    engine: Engine,
+    *,
+    summary: Callable[[WorkflowRecord], dict[str, Any]],
+    enabled: bool | None,
+    name: str | None,
+    trigger_type: str | None,
+    limit: int,
+    offset: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """One page of workflows, newest first: ``items`` (by ``summary``), ``limit``,
+    ``offset`` and the ``next_cursor`` to follow (None on the last page)."""
+    records = await engine.store.list_workflows(
+        engine.scope,
+        enabled=enabled,
+        name=name,
+        trigger_type=trigger_type,
+        after=decode_cursor(cursor),
+        limit=limit + 1,
+        offset=offset,
+    )
+    more = len(records) > limit
+    records = records[:limit]
+    return {
+        "items": [summary(r) for r in records],
+        "limit": limit,
+        "offset": offset,
+        "next_cursor": encode_cursor(records[-1].position) if more and records else None,
+    }
 
 
 def definition_summary(record: WorkflowRecord) -> dict[str, Any]:

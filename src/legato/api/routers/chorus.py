@@ -306,24 +306,16 @@ async def list_templates(
     ] = None,
 ) -> dict[str, Any]:
     """Newest first (the same list as `GET /api/v1/workflows/definitions`)."""
-    engine = caller.engine
-    records = await engine.store.list_workflows(
-        engine.scope,
+    return await service.workflow_page(
+        caller.engine,
+        summary=_template_summary,
         enabled=None,
         name=name,
         trigger_type=None,
-        after=service.decode_cursor(cursor),
-        limit=limit + 1,
+        limit=limit,
         offset=offset,
+        cursor=cursor,
     )
-    more = len(records) > limit
-    records = records[:limit]
-    return {
-        "items": [_template_summary(r) for r in records],
-        "limit": limit,
-        "offset": offset,
-        "next_cursor": service.encode_cursor(records[-1].position) if more and records else None,
-    }
 
 
 @templates.post(
