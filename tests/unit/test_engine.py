@@ -1648,6 +1648,10 @@ def test_state_round_trips_through_json_at_every_point_of_a_run() -> None:
         data = json.loads(json.dumps(sim.state.to_dict()))
         restored = RunState.from_dict(data)
         assert json.loads(json.dumps(restored.to_dict())) == data
+        # the stored form (to_json: frames and steps keyed by id and path) reads back alike
+        stored = RunState.from_dict(json.loads(sim.state.to_json()))
+        assert stored == sim.state
+        assert list(stored.steps) == list(sim.state.steps)
         assert restored.status == sim.state.status
         assert {p: r.status for p, r in restored.steps.items()} == {
             p: r.status for p, r in sim.state.steps.items()
@@ -1684,7 +1688,7 @@ def test_a_snapshot_plus_the_rest_of_the_history_gives_the_live_state() -> None:
     assert sim.status == RunStatus.FAILED
     for cut in range(1, len(sim.events)):
         state = replay(sim.program, sim.events[:cut])
-        state = RunState.from_dict(json.loads(json.dumps(state.to_dict())))
+        state = RunState.from_dict(json.loads(state.to_json()))
         for event in sim.events[cut:]:
             state = apply(sim.program, state, event)
         assert snapshot(state) == snapshot(sim.state), f"cut at event {cut}"
@@ -1752,3 +1756,12 @@ def test_an_unknown_error_class_is_treated_as_permanent() -> None:
         )
     )
     assert sim.status == RunStatus.FAILED
+
+
+def test_to_json_falls_back_for_integers_beyond_64_bits_and_refuses_what_is_not_json() -> None:
+    sim = Simulator(saga_wf(end=True), {"big": 2**70})
+    assert json.loads(sim.state.to_json())["input"] == {"big": 2**70}
+    assert RunState.from_dict(json.loads(sim.state.to_json())) == sim.state
+    sim.state.input = {"x": object()}
+    with pytest.raises(TypeError):
+        sim.state.to_json()

@@ -70,6 +70,7 @@ ENGINE_ALLOWED = frozenset(
         "hmac",  # compare_digest for callback tokens
         "json",
         "operator",  # attrgetter for snapshots: pure functions on values
+        "orjson",  # RunState.to_json: encodes the snapshot, a pure function on values
         "typing",
     }
 )

@@ -17,16 +17,20 @@ is resumed. A run created paused (``awaiting_start``) has not entered its first 
 the resume that starts it does.
 
 The whole state round-trips through :meth:`RunState.to_dict` / :meth:`RunState.from_dict`
-as JSON; that is the snapshot the store keeps.
+as JSON. The snapshot the store keeps is :meth:`RunState.to_json`: the same data with
+``frames`` and ``steps`` as objects keyed by id and path (``from_dict`` reads both).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import operator
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 
 class RunStatus(enum.StrEnum):
@@ -176,11 +180,29 @@ class RunState:
         data["status"] = str(self.status)
         return data
 
+    def to_json(self) -> str:
+        """The snapshot as JSON text, encoded now (so later changes do not leak in).
+
+        orjson encodes the dataclasses themselves, with no intermediate dicts: this runs
+        at every commit and costs a fifth of ``to_dict`` plus the standard encoder
+        (decision 0010). A value orjson refuses (an integer beyond 64 bits) falls back to
+        the standard library, which then refuses only what is not JSON."""
+        try:
+            return orjson.dumps(self).decode()
+        except orjson.JSONEncodeError:
+            return json.dumps(
+                self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            )
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
+        """From :meth:`to_dict`'s data or :meth:`to_json`'s, parsed."""
         values = dict(data)
-        values["frames"] = {v["id"]: Frame(**v) for v in data["frames"]}
-        values["steps"] = {v["path"]: StepRecord(**v) for v in data["steps"]}
+        frames, steps = data["frames"], data["steps"]
+        if isinstance(frames, dict):  # to_json: keyed by id and path, in order
+            frames, steps = frames.values(), steps.values()
+        values["frames"] = {v["id"]: Frame(**v) for v in frames}
+        values["steps"] = {v["path"]: StepRecord(**v) for v in steps}
         values["pending"] = dict.fromkeys(data["pending"])
         return cls(**values)
 

@@ -609,7 +609,7 @@ class Engine:
                         run_id=run_id,
                         expected_version=record.version,
                         status=str(adv.state.status),
-                        snapshot=adv.state.to_dict(),
+                        snapshot=adv.state.to_json(),
                         events=adv.new_events(),
                         add_work=adv.new_work(
                             now.timestamp(),

@@ -642,7 +642,7 @@ class Worker:
                     run_id=key[1],
                     expected_version=cached.version,
                     status=str(adv.state.status),
-                    snapshot=adv.state.to_dict(),
+                    snapshot=adv.state.to_json(),
                     events=adv.new_events(),
                     add_work=adv.new_work(
                         now_ts, lease_owner=self.owner, lease_seconds=self.options.lease_seconds
@@ -806,7 +806,7 @@ async def start_run(
             workflow=workflow,
             workflow_version=version,
             status=str(adv.state.status),
-            snapshot=adv.state.to_dict(),
+            snapshot=adv.state.to_json(),
             events=adv.new_events(),
             work=work,
             parent_run_id=parent_run_id,

@@ -34,7 +34,10 @@ _SNAPSHOT_ENCODER = json.JSONEncoder(
 
 
 def dumps_snapshot(value: Any) -> str:
-    """JSON text of a run snapshot (compact; keys in the state's own order)."""
+    """JSON text of a run snapshot (compact; keys in the state's own order). Text is
+    taken as already encoded (``RunState.to_json``)."""
+    if isinstance(value, str):
+        return value
     try:
         return _SNAPSHOT_ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:

@@ -76,14 +76,15 @@ class RunCommit:
     ``done_work`` holds ``(work id, fence)`` pairs the committer finished under its lease;
     ``drop_work_keys`` holds ``(kind, key)`` pairs of this run deleted whatever their lease
     (applied before ``add_work``, so one commit can replace a row); ``finished_at`` is
-    written as given (``None`` clears it).
+    written as given (``None`` clears it). ``snapshot`` is the run's state as JSON data,
+    or as its JSON text already encoded (``RunState.to_json``).
     """
 
     scope: Scope
     run_id: str
     expected_version: int
     status: str
-    snapshot: dict[str, Any]
+    snapshot: dict[str, Any] | str
     now: datetime
     events: Sequence[NewEvent] = ()
     add_work: Sequence[NewWork] = ()

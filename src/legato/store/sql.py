@@ -249,7 +249,7 @@ class SqlStore:
         workflow: str,
         workflow_version: str,
         status: str,
-        snapshot: dict[str, Any],
+        snapshot: dict[str, Any] | str,
         events: Sequence[NewEvent] = (),
         work: Sequence[NewWork] = (),
         parent_run_id: str | None = None,
