@@ -817,3 +817,14 @@ def test_check_condition() -> None:
     assert expr.check_condition(Not(not_="input.list.map(a, [1].map(b, [2].map(c, c)))"))
     assert expr.check_condition({"field": "x", "extra": 1})
     assert expr.check_condition(3.5)
+
+
+@pytest.mark.parametrize("text", ["1.0 / 0.0", 'double("nan")', "[1.5, -1.0 / 0.0]"])
+def test_a_result_that_is_not_a_finite_number_is_refused(text: str) -> None:
+    # JSON has no NaN or infinity: a run's state could not keep it
+    with pytest.raises(ExpressionError, match="not a JSON number"):
+        expr.evaluate(text, {})
+
+
+def test_finite_division_still_works() -> None:
+    assert expr.evaluate("3.0 / 2.0", {}) == 1.5

@@ -728,6 +728,13 @@ def _convert(value: Any, text: str, budget: list[int]) -> Any:
         _charge(budget, 1, text)
         return int(value)
     if isinstance(value, float):
+        if not math.isfinite(value):  # JSON has no NaN or infinity: it could not be kept
+            raise _error(
+                f"expression {_show(text)} gave {float(value)}, which is not a JSON number; "
+                "guard the division or the conversion so it gives a finite number",
+                text,
+                cause="not a finite number",
+            )
         _charge(budget, 1, text)
         return float(value)
     if isinstance(value, str):
