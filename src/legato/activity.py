@@ -191,6 +191,13 @@ class _Entry:
     signature: inspect.Signature | None
     is_async: bool
     wants_ctx: bool
+    # which call form binds, by the input's shape (its keys, or None / one value): the
+    # answer depends only on the signature and that shape, and binding costs ~10 µs
+    forms: dict[Any, int] = field(default_factory=dict)
+
+
+_KEYWORDS, _NOTHING, _ONE = 0, 1, 2  # the call forms _bind tries, in this order
+_MAX_FORMS = 256
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -236,20 +243,37 @@ def _bind(
         )
     if sig is None:  # a builtin or C callable without a signature: try the plain forms
         return ((), {**payload, **extra}) if isinstance(payload, dict) else ((payload,), extra)
-    attempts: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    if isinstance(payload, dict) and all(isinstance(k, str) for k in payload):
-        attempts.append(((), {**payload, **extra}))
+    keyed = isinstance(payload, dict) and all(isinstance(k, str) for k in payload)
+    shape: Any = frozenset(payload) if keyed else (payload is None)
+    form = entry.forms.get(shape)
+    if form is None:
+        form = _bind_form(entry, sig, payload, keyed, extra)
+        if len(entry.forms) < _MAX_FORMS:
+            entry.forms[shape] = form
+    if form == _KEYWORDS:
+        return (), {**payload, **extra}
+    if form == _NOTHING:
+        return (), dict(extra)
+    return (payload,), extra
+
+
+def _bind_form(
+    entry: _Entry, sig: inspect.Signature, payload: Any, keyed: bool, extra: dict[str, Any]
+) -> int:
+    attempts: list[tuple[int, tuple[Any, ...], dict[str, Any]]] = []
+    if keyed:
+        attempts.append((_KEYWORDS, (), {**payload, **extra}))
     if payload is None:
-        attempts.append(((), dict(extra)))
-    attempts.append(((payload,), dict(extra)))
+        attempts.append((_NOTHING, (), dict(extra)))
+    attempts.append((_ONE, (payload,), dict(extra)))
     problem = ""
-    for args, kwargs in attempts:
+    for form, args, kwargs in attempts:
         try:
             sig.bind(*args, **kwargs)
         except TypeError as exc:
             problem = problem or str(exc)
             continue
-        return args, kwargs
+        return form
     raise StepError(
         f"activity {entry.name!r} does not accept this input: {problem}; the step's input "
         f"must match the parameters {entry.name}{sig}",

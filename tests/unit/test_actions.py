@@ -257,6 +257,26 @@ async def test_dict_that_does_not_bind_is_passed_whole(
     assert await registry.invoke("first", [1, 2], ctx) == [1, 2]
 
 
+async def test_the_call_form_is_chosen_again_for_each_shape_of_input(
+    registry: ActivityRegistry, ctx: ActivityContext
+) -> None:
+    # _bind remembers which call form binds per input shape: one shape's answer must not
+    # leak into another's
+    async def either(data: Any = None, *, scale: int = 1) -> Any:
+        return {"data": data, "scale": scale}
+
+    registry.register(either)
+    for _ in range(2):
+        assert await registry.invoke("either", {"data": 3}, ctx) == {"data": 3, "scale": 1}
+        assert await registry.invoke("either", {"x": 3}, ctx) == {"data": {"x": 3}, "scale": 1}
+        assert await registry.invoke("either", {"data": 1, "scale": 2}, ctx) == {
+            "data": 1,
+            "scale": 2,
+        }
+        assert await registry.invoke("either", None, ctx) == {"data": None, "scale": 1}
+        assert await registry.invoke("either", [7], ctx) == {"data": [7], "scale": 1}
+
+
 async def test_none_input_calls_without_arguments(
     registry: ActivityRegistry, ctx: ActivityContext
 ) -> None:
