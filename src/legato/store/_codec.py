@@ -8,7 +8,7 @@ sorts in time order as a string.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from legato.errors import UsageError
@@ -59,8 +59,14 @@ def require_aware(value: datetime, *, what: str) -> datetime:
 
 def ts(value: datetime, *, what: str = "timestamp") -> str:
     """A datetime as stored: ISO-8601 UTC text with microseconds and a ``Z``."""
-    require_aware(value, what=what)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    offset = value.utcoffset() if isinstance(value, datetime) else None
+    if offset is None:
+        require_aware(value, what=what)  # raises, saying what to pass
+    if offset:
+        value = value - offset
+    # isoformat then cut the "+00:00": a third faster than strftime, and this runs several
+    # times per step
+    return value.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def ts_or_none(value: datetime | None, *, what: str = "timestamp") -> str | None:
