@@ -199,6 +199,49 @@ async def test_sqlite_file_settings(tmp_path: Path) -> None:
         await SqlStore.open(str(path), sqlite_synchronous="OFF")
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
+async def test_sqlite_wal_is_zero_filled_ahead_and_its_commits_read_back(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from legato.store._db import _preallocate_wal
+
+    path = tmp_path / "legato.db"
+    async with await SqlStore.open(str(path)) as store:
+        wal = Path(f"{path}-wal")
+        # past the size it reaches before a checkpoint (1000 pages of 4 KiB + headers)
+        assert _size(wal) > 1000 * (4096 + 24)
+        run_ids = [await new_run(store) for _ in range(50)]
+        for run_id in run_ids[:10]:
+            [result] = await store.commit([commit_of(run_id, 1, snapshot={"done": run_id})])
+            assert result.ok
+        # another connection, recovering the WAL from its header, sees every commit and
+        # nothing of the zeros
+        other = sqlite3.connect(path)
+        try:
+            assert other.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert other.execute("SELECT count(*) FROM runs").fetchone() == (50,)
+            assert other.execute("SELECT count(*) FROM runs WHERE version = 2").fetchone() == (10,)
+            # with the write lock taken elsewhere, the zero-filling steps aside at once
+            other.execute("BEGIN IMMEDIATE")
+            size = _size(wal)
+            mine = sqlite3.connect(path, isolation_level=None)
+            try:
+                _preallocate_wal(mine, f"{path}-wal")
+                assert _size(wal) == size
+                assert mine.execute("PRAGMA busy_timeout").fetchone() == (5000,)
+            finally:
+                mine.close()
+                other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert (await store.get_run(A, run_ids[0])).snapshot == {"done": run_ids[0]}
+
+
 def test_urls_are_normalised(tmp_path: Path) -> None:
     assert resolve_url("postgres://u@h/db").drivername == "postgresql+psycopg"
     assert resolve_url("postgresql://u@h/db").drivername == "postgresql+psycopg"

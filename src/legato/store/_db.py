@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,8 @@ def _sqlite_engine(url: URL, synchronous: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={mode}")
             cursor.execute("PRAGMA foreign_keys=ON")
+            if not is_memory(url):
+                _preallocate_wal(dbapi_connection, f"{url.database}-wal")
         finally:
             cursor.close()
 
@@ -94,6 +99,52 @@ def _sqlite_engine(url: URL, synchronous: str) -> Engine:
         driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
     return engine
+
+
+WAL_ZERO_CHUNK = 1 << 20
+
+
+def _preallocate_wal(dbapi_connection: Any, wal_path: str) -> None:
+    """Zero-fill the WAL file up to the size it reaches before each checkpoint.
+
+    A commit that appends to a file and grows it costs an fdatasync that also flushes the
+    file's new size (about 0.5 ms on this project's machines); one that overwrites blocks
+    already written costs about 0.2 ms. SQLite reuses its WAL from the start after each
+    checkpoint, so a WAL that has reached its full size is cheap to commit to; a new
+    database (or one just reopened: closing deletes the WAL) pays the higher price for
+    its first few thousand commits. PostgreSQL zero-fills new WAL segments for the same
+    reason (``wal_init_zero``).
+
+    Safe: SQLite reads a WAL frame only if its salt and checksum match the WAL header,
+    so zeros past the last frame are ignored, exactly like the stale frames a checkpoint
+    leaves behind. Only bytes past the file's current end are written, under the write
+    lock (BEGIN IMMEDIATE), so no writer appends frames meanwhile. Best effort: if the
+    lock is busy or the file cannot be written, nothing is done."""
+    try:
+        page_size = dbapi_connection.execute("PRAGMA page_size").fetchone()[0]
+        pages = dbapi_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        if pages <= 0:
+            return
+        target = 32 + (pages + 64) * (page_size + 24)  # header + frames, with some slack
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
+        try:
+            dbapi_connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return  # another connection is writing: it is not a new database
+        finally:
+            dbapi_connection.execute("PRAGMA busy_timeout=5000")
+        try:
+            with contextlib.suppress(OSError), open(wal_path, "r+b") as wal:
+                size = wal.seek(0, os.SEEK_END)
+                zeros = bytes(WAL_ZERO_CHUNK)
+                while size < target:
+                    size += wal.write(zeros[: min(WAL_ZERO_CHUNK, target - size)])
+                wal.flush()
+                os.fdatasync(wal.fileno())
+        finally:
+            dbapi_connection.execute("ROLLBACK")
+    except sqlite3.Error:
+        return
 
 
 def dialect_insert(connection: sa.Connection, table: sa.Table) -> Any:
