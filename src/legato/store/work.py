@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from legato.store import _raw
-from legato.store._codec import dumps, loads
+from legato.store._codec import dumps_fast, loads
 from legato.store._db import dialect_insert
 from legato.store.records import NewWork, WorkItem
 from legato.store.schema import due_work as w
@@ -52,11 +52,17 @@ _INSERT_COLUMNS = (
 )
 
 
-def work_item(row: Any) -> WorkItem:
-    """A WorkItem from a SQLAlchemy row or a driver tuple in WORK_COLUMNS order."""
+def work_item(row: Any, payload_of: dict[tuple[Any, ...], Any] | None = None) -> WorkItem:
+    """A WorkItem from a SQLAlchemy row or a driver tuple in WORK_COLUMNS order.
+    ``payload_of`` maps (run_id, kind, key, attempt) to a payload already in hand (a row
+    this transaction inserted), so its JSON text is not parsed again."""
     (id_, tenant, environment, run_id, kind, key, attempt, payload, visible, fence, owner, exp) = (
         tuple(row)
     )
+    if payload_of is not None and (run_id, kind, key, attempt) in payload_of:
+        payload = payload_of[(run_id, kind, key, attempt)]
+    else:
+        payload = loads(payload)
     return WorkItem(
         id=id_,
         scope=Scope(tenant, environment),
@@ -64,7 +70,7 @@ def work_item(row: Any) -> WorkItem:
         kind=kind,
         key=key,
         attempt=attempt,
-        payload=loads(payload),
+        payload=payload,
         visible_at=float(visible),
         fence=fence,
         lease_owner=owner,
@@ -83,7 +89,8 @@ def work_row(scope: Scope, run_id: str, item: NewWork, now: str) -> dict[str, An
         "kind": item.kind,
         "key": item.key,
         "attempt": item.attempt,
-        "payload": dumps(item.payload, what=f"payload of work {item.kind}:{item.key}"),
+        "payload": dumps_fast(item.payload, what=f"payload of work {item.kind}:{item.key}"),
+        "payload_value": item.payload,  # not a column: the leased rows' WorkItems take it
         "visible_at": float(item.visible_at),
         "lease_owner": item.lease_owner,
         "lease_expires_at": expires,
@@ -138,6 +145,11 @@ def insert_work(
             # notice goes out when (and only if) this transaction commits.
             cur.execute(f"NOTIFY {WORK_CHANNEL}")
     items: list[WorkItem] = []
+    payload_of: dict[tuple[Any, ...], Any] = {}
+    for row in rows:
+        if row["lease_owner"] is not None:
+            identity = (row["run_id"], row["kind"], row["key"], row["attempt"])
+            payload_of.setdefault(identity, row["payload_value"])
     for part in _raw.chunks(leased):
         row_marks = f"({_raw.marks(len(_INSERT_COLUMNS))})"
         text = (
@@ -146,7 +158,7 @@ def insert_work(
             f"ON CONFLICT (run_id, kind, key, attempt) DO NOTHING RETURNING {_COLS}"
         )
         cur.execute(_raw.sql(conn, text), [value for row in part for value in row])
-        items.extend(work_item(found) for found in cur.fetchall())
+        items.extend(work_item(found, payload_of) for found in cur.fetchall())
     return items
 
 
