@@ -675,6 +675,11 @@ class Worker:
                 cached.version = result.version
                 for listener in self._listeners:
                     listener(key[0], key[1], adv.state, cached.program)
+                if adv.state.finished and not result.leased:
+                    # An ended run needs no cache: what may still come for it (a late
+                    # notice, a retry) reads it. Keeping thousands of ended states alive
+                    # made each garbage collection walk them all.
+                    self._states.pop(key, None)
                 for item in result.leased:
                     self.dispatch(item)
                 # timers, retries, work for other runs: wake the claim loop if it would
