@@ -28,6 +28,7 @@ from legato.errors import (
     LegatoError,
     NotFoundError,
 )
+from legato.runtime import heap
 from legato.settings import Settings
 
 app = typer.Typer(
@@ -661,6 +662,7 @@ def worker(
             loop.add_signal_handler(number, stop.set)
         async with _engine(settings, worker=True, services=services) as engine:
             err.print(f"legato worker {engine.worker.owner} on {settings.db}")
+            heap.settle()  # what is alive now lives as long as the worker
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.5)
@@ -752,6 +754,7 @@ def serve(
             lifespan="on",
         )
     )
+    heap.settle()  # what is alive now (the app, every import) lives as long as the server
     try:
         server.run()
     except KeyboardInterrupt:
