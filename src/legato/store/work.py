@@ -7,6 +7,7 @@ environment (a worker serves every tenant), and the rows they return carry their
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -173,8 +174,8 @@ WORK_CHANNEL = "legato_work"
 """PostgreSQL: the channel notified when claimable work is inserted."""
 
 
-def _values(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[name] for name in _INSERT_COLUMNS)
+_values = operator.itemgetter(*_INSERT_COLUMNS)
+"""A work row's values in _INSERT_COLUMNS order (one C call per row)."""
 
 
 def _scoped(scope: Scope, run_id: str) -> sa.ColumnElement[bool]:
