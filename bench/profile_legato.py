@@ -1,10 +1,12 @@
 """Where Legato's time goes per step: ``python -m bench profile``.
 
-Runs Legato embedded on SQLite through W1 (200 runs x 10 no-op steps, 3 rounds) under
+Runs Legato embedded on SQLite through W1 (200 runs x 10 no-op steps, 10 rounds) under
 
-- py-spy (every thread, including the store's SQLite thread; ``--tool py-spy``, the
-  default), summarised here as the top functions by own ("self") time and by inclusive
-  time, in microseconds per step; and
+- py-spy (``--tool py-spy``, the default), sampling the thread that holds the GIL,
+  whichever it is (the event loop or the store's SQLite thread): CPU spent in Python,
+  not time spent waiting for the GIL; SQLite's C code and fsync run without the GIL and
+  are not sampled. Summarised here as the top functions by own ("self") time and by
+  inclusive time, in microseconds per step, start-up imports left out; and
 - pyinstrument (the event-loop thread only; ``--tool pyinstrument``), as a call tree.
 
 Outputs go to ``bench/results/profile-*.txt``.
@@ -55,8 +57,8 @@ def summarise(raw: Path, steps: int, rate: int, top: int = 25, unit: str = "step
         frames = stack.split(";")
         thread = frames[0] if frames[0].startswith(("thread", "process")) else "?"
         frames = [f for f in frames if not f.startswith(("thread", "process"))]
-        if not frames:
-            continue
+        if not frames or any(f.startswith("_find_and_load ") for f in frames):
+            continue  # importing modules at start-up, not the work per step
         total += count
         threads[thread] += count
         self_samples[_frame_name(frames[-1])] += count
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tool", choices=("py-spy", "pyinstrument"), default="py-spy")
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=10)
     p.add_argument(
         "--workload",
         choices=("w1", "w2", "w4"),
@@ -134,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             "--format",
             "raw",
             "--threads",
+            # only the thread holding the GIL: CPU time, not time spent waiting for it
+            # (SQLite's own C code and fsync run without the GIL and are not sampled)
+            "--gil",
+            "--nonblocking",
             "--rate",
             str(args.rate),
             "--output",
