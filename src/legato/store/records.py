@@ -137,7 +137,8 @@ class WorkItem:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
-    """A run's row.  ``snapshot`` is ``None`` in ``list_runs`` results (read ``get_run``).
+    """A run's row.  ``snapshot`` is ``None`` in ``list_runs`` results (read ``get_run``),
+    and in ``create_run``'s when it was given as JSON text (the caller has the state).
 
     ``leased_work`` is filled only by ``create_run``: the work rows it inserted already
     leased (``NewWork.lease_owner``), with the ids and fences needed to finish them.

@@ -214,7 +214,7 @@ def create_run(
         workflow=workflow,
         workflow_version=workflow_version,
         status=status,
-        snapshot=loads(snapshot) if isinstance(snapshot, str) else snapshot,
+        snapshot=None if isinstance(snapshot, str) else snapshot,
         version=1,
         last_seq=last_seq,
         last_hash=last_hash,
