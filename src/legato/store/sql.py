@@ -157,7 +157,7 @@ class SqlStore:
     async def _on_thread(self, priority: int, fn: Callable[[], T]) -> T:
         if self._closed:
             raise UsageError("the store is closed; open a new one with SqlStore.open()")
-        return await asyncio.wrap_future(self._threads.submit(fn, priority))
+        return await self._threads.call(fn, priority)  # type: ignore[no-any-return]
 
     def _transaction(self, read_only: bool, work: Callable[[sa.Connection], T]) -> T:
         if self._sqlite:

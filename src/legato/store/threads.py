@@ -10,7 +10,9 @@ starved: the worker sends one commit and one claim at a time and computes betwee
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import queue
 import threading
@@ -39,6 +41,16 @@ class StoreThreads:
         self._queue.put((priority, next(self._order), fn, future))
         return future
 
+    def call(self, fn: Callable[[], Any], priority: int = URGENT) -> asyncio.Future[Any]:
+        """``fn``'s result as an asyncio future of the running loop, set from the thread
+        with one ``call_soon_threadsafe``: no concurrent future and no chaining of two
+        futures (``asyncio.wrap_future``), which cost a step's round trip ~20 µs more.
+        If the future is cancelled before ``fn`` starts, ``fn`` does not run."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((priority, next(self._order), fn, (loop, future)))
+        return future
+
     def shutdown(self) -> None:
         """Run what is queued, then stop every thread and wait for them."""
         for _ in self._threads:
@@ -51,6 +63,9 @@ class StoreThreads:
             _priority, _order, fn, future = self._queue.get()
             if fn is None:
                 return
+            if isinstance(future, tuple):
+                self._run_for_loop(fn, *future)
+                continue
             if not future.set_running_or_notify_cancel():
                 continue
             try:
@@ -59,3 +74,28 @@ class StoreThreads:
                 future.set_exception(exc)
             else:
                 future.set_result(result)
+
+    @staticmethod
+    def _run_for_loop(
+        fn: Callable[[], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+    ) -> None:
+        if future.cancelled():  # (a read of the future's state: safe from this thread)
+            return
+        try:
+            result = fn()
+        except BaseException as exc:
+            deliver, value = _set_exception, exc
+        else:
+            deliver, value = _set_result, result
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(deliver, future, value)
+
+
+def _set_result(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
