@@ -47,6 +47,7 @@ from legato.errors import (
 )
 from legato.runtime.advance import Advanced, advance
 from legato.runtime.clock import Clock, SystemClock
+from legato.runtime.deadlines import Deadlines
 from legato.runtime.services import ServiceSteps
 from legato.store import Scope, SqlStore
 from legato.store.records import NewWork, RunCommit, StaleVersionError, WorkItem
@@ -145,6 +146,7 @@ class Worker:
         self._states: OrderedDict[tuple[Scope, str], _Cached] = OrderedDict()
         self._queue: asyncio.Queue[_Outcome] = asyncio.Queue()
         self._slots = asyncio.Semaphore(self.options.concurrency)
+        self._deadlines = Deadlines()  # step timeouts, sharing the loop's timers
         self._inflight: dict[int, WorkItem] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -410,7 +412,7 @@ class Worker:
         try:
             event: ev.Event
             if p.get("action"):
-                async with asyncio.timeout(timeout):  # inline: no task per step
+                with self._deadlines.limit(timeout):  # inline: no task per step
                     output = await self.activities.invoke(p["action"], p.get("input"), ctx)
                 event = ev.StepCompleted(
                     at=self.clock.now(),
