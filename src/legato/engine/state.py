@@ -18,7 +18,8 @@ the resume that starts it does.
 
 The whole state round-trips through :meth:`RunState.to_dict` / :meth:`RunState.from_dict`
 as JSON. The snapshot the store keeps is :meth:`RunState.to_json`: the same data with
-``frames`` and ``steps`` as objects keyed by id and path (``from_dict`` reads both).
+``frames`` and ``steps`` as rows of values under one ``layout`` of field names
+(``from_dict`` reads every form).
 """
 
 from __future__ import annotations
@@ -183,23 +184,33 @@ class RunState:
     def to_json(self) -> str:
         """The snapshot as JSON text, encoded now (so later changes do not leak in).
 
-        orjson encodes the dataclasses themselves, with no intermediate dicts: this runs
-        at every commit and costs a fifth of ``to_dict`` plus the standard encoder
-        (decision 0010). A value orjson refuses (an integer beyond 64 bits) falls back to
-        the standard library, which then refuses only what is not JSON."""
+        Frames and steps are written as rows of values under one list of field names
+        (``layout``), not as objects that repeat every name: this runs at every commit,
+        and the rows cost a third of the objects to build and encode and half the bytes
+        to store (decision 0010). orjson encodes; a value it refuses (an integer beyond
+        64 bits) falls back to the standard library, which refuses only what is not
+        JSON."""
+        data = dict(zip(_RUN_FIELDS, _RUN_VALUES(self), strict=True))
+        data["frames"] = [_FRAME_VALUES(v) for v in self.frames.values()]
+        data["steps"] = [_STEP_VALUES(v) for v in self.steps.values()]
+        data["pending"] = list(self.pending)
+        data["layout"] = _LAYOUT
         try:
-            return orjson.dumps(self).decode()
+            return orjson.dumps(data).decode()
         except orjson.JSONEncodeError:
-            return json.dumps(
-                self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            )
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
         """From :meth:`to_dict`'s data or :meth:`to_json`'s, parsed."""
         values = dict(data)
         frames, steps = data["frames"], data["steps"]
-        if isinstance(frames, dict):  # to_json: keyed by id and path, in order
+        layout = values.pop("layout", None)
+        if layout is not None:  # to_json: rows of values, named once
+            frame_fields, step_fields = layout["frames"], layout["steps"]
+            frames = [dict(zip(frame_fields, row, strict=True)) for row in frames]
+            steps = [dict(zip(step_fields, row, strict=True)) for row in steps]
+        elif isinstance(frames, dict):  # objects keyed by id and path
             frames, steps = frames.values(), steps.values()
         values["frames"] = {v["id"]: Frame(**v) for v in frames}
         values["steps"] = {v["path"]: StepRecord(**v) for v in steps}
@@ -214,3 +225,4 @@ _STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))
 _RUN_VALUES = operator.attrgetter(*_RUN_FIELDS)
 _FRAME_VALUES = operator.attrgetter(*_FRAME_FIELDS)
 _STEP_VALUES = operator.attrgetter(*_STEP_FIELDS)
+_LAYOUT = {"frames": _FRAME_FIELDS, "steps": _STEP_FIELDS}
