@@ -266,6 +266,16 @@ async def test_an_unknown_action_fails_the_step_permanent_naming_it(
     await check_history(engine, result.run_id)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), {"n": [1, float("-inf")]}])
+async def test_an_input_that_is_not_json_is_refused_before_anything_is_stored(
+    engine: Engine, bad: Any
+) -> None:
+    definition = wf("plain", {"call": {"type": "task", "action": "noop"}})
+    with pytest.raises(legato.InputError, match="must be JSON data"):
+        await engine.start(definition, {"x": bad})
+    assert await engine.runs() == []
+
+
 # ---- catch ------------------------------------------------------------------------------------
 
 

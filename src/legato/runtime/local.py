@@ -318,7 +318,7 @@ class Engine:
             name = str(workflow)
         if input is not None:
             try:
-                json.dumps(input)
+                json.dumps(input, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise InputError(f"the run's input must be JSON data: {exc}") from exc
         run_id = run_id or uuid.uuid4().hex
