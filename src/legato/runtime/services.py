@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -62,7 +63,8 @@ class ServiceSteps:
             workflow=workflow,
             service=payload["service"],
             operation=payload["operation"],
-            input=payload.get("input"),
+            # a copy: a leased work item's payload is the very object the run's state holds
+            input=copy.deepcopy(payload.get("input")),
             idempotency_key=payload["idempotency_key"],
             attempt=payload.get("visit_attempt") or payload["attempt"],
             deadline=deadline,
