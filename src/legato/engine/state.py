@@ -19,7 +19,7 @@ the resume that starts it does.
 The whole state round-trips through :meth:`RunState.to_dict` / :meth:`RunState.from_dict`
 as JSON. The snapshot the store keeps is :meth:`RunState.to_json`: the same data with
 ``frames`` and ``steps`` as rows of values under one ``layout`` of field names
-(``from_dict`` reads every form).
+(``from_dict`` reads both forms).
 """
 
 from __future__ import annotations
@@ -210,8 +210,6 @@ class RunState:
             frame_fields, step_fields = layout["frames"], layout["steps"]
             frames = [dict(zip(frame_fields, row, strict=True)) for row in frames]
             steps = [dict(zip(step_fields, row, strict=True)) for row in steps]
-        elif isinstance(frames, dict):  # objects keyed by id and path
-            frames, steps = frames.values(), steps.values()
         values["frames"] = {v["id"]: Frame(**v) for v in frames}
         values["steps"] = {v["path"]: StepRecord(**v) for v in steps}
         values["pending"] = dict.fromkeys(data["pending"])
